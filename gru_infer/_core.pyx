@@ -1,0 +1,155 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin Cython layer over the C core.
+
+Fills the core's BLAS table from scipy.linalg.cython_blas (SciPy's own BLAS,
+nothing to link), keeps the weight arrays alive for the C structs that point
+into them, checks every array it hands to C, and releases the GIL.
+Friendly argument checking lives in layers.py; the checks here guard memory.
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint8_t
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "gru.h" nogil:
+    int GRU_PANEL
+    ctypedef enum gru_dtype:
+        GRU_FLOAT32
+        GRU_FLOAT64
+    ctypedef int gru_activation
+    ctypedef void (*gru_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *,
+                                  int *, float *, int *, float *, float *, int *)
+    ctypedef void (*gru_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *,
+                                  int *, double *, int *, double *, double *, int *)
+    ctypedef struct gru_direction:
+        const void *W
+        const void *R
+        const void *W_packed
+        const void *R_packed
+        const void *bias_x
+        const void *bias_hn
+        int reverse
+    ctypedef struct gru_layer:
+        gru_dtype dtype
+        int input_size, hidden_size, num_directions, linear_before_reset
+        gru_activation gate_act, cand_act
+        gru_direction dir[2]
+    ctypedef struct gru_io:
+        int batch, steps
+        const void *x
+        const void *h0
+        const int64_t *lengths
+        const uint8_t *mask
+        void *y
+        void *h_n
+    void gru_set_blas(gru_sgemm_fn sgemm, gru_dgemm_fn dgemm)
+    size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num_threads)
+    int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int num_threads)
+    int gru_has_openmp()
+    const char *gru_kernel_name()
+
+gru_set_blas(<gru_sgemm_fn>sgemm, <gru_dgemm_fn>dgemm)
+
+PANEL = GRU_PANEL
+HAS_OPENMP = bool(gru_has_openmp())
+KERNEL = gru_kernel_name().decode()
+ACTIVATION_CODES = {
+    "sigmoid": 0,
+    "hard_sigmoid_keras2": 1,
+    "hard_sigmoid_keras3": 2,
+    "tanh": 3,
+    "relu": 4,
+    "linear": 5,
+    "softsign": 6,
+}
+
+
+cdef const void *checked_data(cnp.ndarray a, object dtype, tuple shape, str name) except NULL:
+    """Pointer to a's data after proving it is what C will read."""
+    cdef object actual_shape = (<object>a).shape
+    if a.dtype != dtype or not cnp.PyArray_IS_C_CONTIGUOUS(a) or actual_shape != shape:
+        raise ValueError(
+            f"internal: {name} must be a C-contiguous {np.dtype(dtype)} array of shape "
+            f"{shape}, got {a.dtype} {actual_shape}"
+        )
+    if a.size == 0:
+        return <const void *>1  # never read: C returns before touching empty data
+    return cnp.PyArray_DATA(a)
+
+
+cdef class GRUCore:
+    """One GRU layer in the C core's terms; arrays are canonical + packed."""
+
+    cdef gru_layer layer
+    cdef object dtype
+    cdef tuple _keep_alive
+
+    def __init__(self, object dtype, int input_size, int hidden_size, list directions,
+                 bint linear_before_reset, str gate_act, str cand_act):
+        """directions: one or two tuples (W, R, W_packed, R_packed, bias_x, bias_hn, reverse)."""
+        cdef int d, H = hidden_size, P = (hidden_size + GRU_PANEL - 1) // GRU_PANEL
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"weights must be float32 or float64, got {self.dtype}")
+        if not 1 <= len(directions) <= 2:
+            raise ValueError("a layer has one or two directions")
+        self.layer.dtype = GRU_FLOAT64 if self.dtype == np.float64 else GRU_FLOAT32
+        self.layer.input_size = input_size
+        self.layer.hidden_size = hidden_size
+        self.layer.num_directions = len(directions)
+        self.layer.linear_before_reset = linear_before_reset
+        self.layer.gate_act = ACTIVATION_CODES[gate_act]
+        self.layer.cand_act = ACTIVATION_CODES[cand_act]
+        for d, (W, R, W_packed, R_packed, bias_x, bias_hn, reverse) in enumerate(directions):
+            self.layer.dir[d].W = checked_data(W, self.dtype, (3 * H, input_size), "W")
+            self.layer.dir[d].R = checked_data(R, self.dtype, (3 * H, H), "R")
+            self.layer.dir[d].W_packed = checked_data(
+                W_packed, self.dtype, (3, P, input_size, GRU_PANEL), "W_packed")
+            self.layer.dir[d].R_packed = checked_data(
+                R_packed, self.dtype, (3, P, H, GRU_PANEL), "R_packed")
+            self.layer.dir[d].bias_x = checked_data(bias_x, self.dtype, (3 * H,), "bias_x")
+            self.layer.dir[d].bias_hn = checked_data(bias_hn, self.dtype, (H,), "bias_hn")
+            self.layer.dir[d].reverse = bool(reverse)
+        self._keep_alive = tuple(directions)
+
+    def workspace_bytes(self, int batch, int steps, int num_threads=1):
+        return gru_workspace_bytes(&self.layer, batch, steps, num_threads)
+
+    def forward(self, cnp.ndarray x, object h0, object lengths, object mask,
+                cnp.ndarray y, cnp.ndarray h_n, object workspace, int num_threads):
+        """Run the layer; every array already in the layer's dtype and C order.
+
+        h0, lengths (int64), mask (uint8) and workspace (uint8) may be None.
+        """
+        cdef gru_io io
+        cdef int B, T, D = self.layer.num_directions, H = self.layer.hidden_size
+        cdef int status
+        cdef void *ws = NULL
+        if x.ndim != 3:
+            raise ValueError("internal: x must be 3-D")
+        B = x.shape[0]
+        T = x.shape[1]
+        io.batch = B
+        io.steps = T
+        io.x = checked_data(x, self.dtype, (B, T, self.layer.input_size), "x")
+        io.y = <void *>checked_data(y, self.dtype, (B, T, D * H), "y")
+        io.h_n = <void *>checked_data(h_n, self.dtype, (D, B, H), "h_n")
+        io.h0 = NULL if h0 is None else checked_data(h0, self.dtype, (D, B, H), "h0")
+        io.lengths = NULL if lengths is None else <const int64_t *>checked_data(
+            lengths, np.int64, (B,), "lengths")
+        io.mask = NULL if mask is None else <const uint8_t *>checked_data(
+            mask, np.uint8, (B, T), "mask")
+        if workspace is not None:
+            if workspace.nbytes < gru_workspace_bytes(&self.layer, B, T, num_threads):
+                raise ValueError("internal: workspace too small")
+            ws = <void *>checked_data(workspace, np.uint8, workspace.shape, "workspace")
+        with nogil:
+            status = gru_forward(&self.layer, &io, ws, num_threads)
+        if status == -1:
+            raise MemoryError("gru_infer: out of memory for the layer's workspace")
+        if status != 0:
+            raise RuntimeError(f"gru_infer core failed with status {status}")

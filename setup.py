@@ -1,0 +1,58 @@
+"""Builds gru_infer._core: the C core in src_c/ plus its Cython wrapper.
+
+OpenMP is used when the compiler has it; otherwise the build goes on
+single-threaded and says so.  GRU_INFER_NATIVE=1 adds -march=native (off by
+default: a wheel must run on other x86-64 CPUs; the kernels pick AVX2+FMA at
+run time anyway).
+"""
+
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def compiler_has_openmp() -> bool:
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(source)
+        try:
+            result = subprocess.run(
+                cc.split() + ["-fopenmp", path, "-o", os.path.join(tmp, "probe")],
+                capture_output=True,
+            )
+        except OSError:
+            return False
+        return result.returncode == 0
+
+
+compile_args = ["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-function"]
+link_args = []
+if compiler_has_openmp():
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+else:
+    print("gru_infer: the C compiler has no OpenMP; building single-threaded", file=sys.stderr)
+if os.environ.get("GRU_INFER_NATIVE") == "1":
+    compile_args.append("-march=native")
+
+extension = Extension(
+    "gru_infer._core",
+    sources=["gru_infer/_core.pyx", "src_c/gru.c", "src_c/kernels.c"],
+    include_dirs=["src_c", np.get_include()],
+    depends=["src_c/gru.h", "src_c/gru_impl.h", "src_c/kernels.h", "src_c/kernels_impl.h",
+             "src_c/activations.h"],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(ext_modules=cythonize([extension], language_level=3))

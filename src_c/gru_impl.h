@@ -1,0 +1,239 @@
+/*
+ * Template body of the GRU forward pass, included by gru.c once per dtype with
+ * REAL, GRU_NAME(x), GRU_EXP, GRU_TANH, GRU_FABS, GRU_GEMM and GRU_MATVEC defined.
+ *
+ * Per direction: the input projections gx = x W^T of a chunk of steps come
+ * from one BLAS GEMM (or, for a single streamed step, from the packed kernel);
+ * then, per step, each thread computes the recurrent products of its own
+ * hidden units for the whole batch with the packed kernel and finishes the
+ * gates of those units at once, so a step costs one barrier
+ * (two for reset-before, where R_h needs all of r * h).
+ */
+#include "activations.h"
+
+typedef struct {
+    REAL *gx;   /* (batch * chunk, 3H): input projections of one chunk */
+    REAL *gh;   /* (batch, 3H): recurrent products of one step, then gate values */
+    REAL *h[2]; /* (batch, H) each: state before and after a step */
+    REAL *rh;   /* (batch, H): r * h, reset-before only */
+    int *lo;    /* (batch): the time index of each row's first gx row */
+} GRU_NAME(buffers);
+
+static void GRU_NAME(carve_buffers)(GRU_NAME(buffers) *buf, char *ws, int batch, int chunk, int H)
+{
+    const size_t G = 3 * (size_t)H;
+    buf->gx = (REAL *)ws;   ws += align_up((size_t)batch * chunk * G * sizeof(REAL));
+    buf->gh = (REAL *)ws;   ws += align_up((size_t)batch * G * sizeof(REAL));
+    buf->h[0] = (REAL *)ws; ws += align_up((size_t)batch * H * sizeof(REAL));
+    buf->h[1] = (REAL *)ws; ws += align_up((size_t)batch * H * sizeof(REAL));
+    buf->rh = (REAL *)ws;   ws += align_up((size_t)batch * H * sizeof(REAL));
+    buf->lo = (int *)ws;
+}
+
+/* gx rows of one chunk of processing steps [s0, s0 + ns).  Row b needs the
+ * time indices t(s) = s (forward) or L_b - 1 - s (reverse) for s < L_b: a
+ * contiguous range [lo_b, hi_b), projected by one GEMM per row; when the chunk
+ * covers the whole sequence one GEMM serves the whole batch. */
+static void GRU_NAME(project_chunk)(const gru_layer *L, const gru_direction *dir, const gru_io *io,
+                                    GRU_NAME(buffers) *buf, int chunk, int s0, int ns)
+{
+    const int B = io->batch, T = io->steps, I = L->input_size, G = 3 * L->hidden_size;
+    const REAL *x = (const REAL *)io->x;
+    int b;
+
+    if (ns == T) {
+        for (b = 0; b < B; b++) buf->lo[b] = 0;
+        GRU_GEMM(G, B * T, I, (const REAL *)dir->W, x, buf->gx);
+        return;
+    }
+    for (b = 0; b < B; b++) {
+        const int len = io->lengths ? (int)io->lengths[b] : T;
+        int lo, hi;
+        if (dir->reverse) {
+            hi = len - s0;
+            lo = len - s0 - ns > 0 ? len - s0 - ns : 0;
+        } else {
+            lo = s0;
+            hi = s0 + ns < len ? s0 + ns : len;
+        }
+        buf->lo[b] = lo;
+        if (hi > lo)
+            GRU_GEMM(G, hi - lo, I, (const REAL *)dir->W, x + ((size_t)b * T + lo) * I,
+                     buf->gx + (size_t)b * chunk * G);
+    }
+}
+
+/* z and r of units [u0, u1) of one row, in place in gh: act(gx + b + gh). */
+static void GRU_NAME(update_and_reset_gates)(const gru_layer *L, const REAL *gx, const REAL *bias,
+                                             REAL *gh, int u0, int u1)
+{
+    const int H = L->hidden_size, n = u1 - u0;
+    int g, j;
+    for (g = 0; g < 2; g++) {
+        REAL *v = gh + g * H + u0;
+        const REAL *xg = gx + g * H + u0, *bg = bias + g * H + u0;
+        for (j = 0; j < n; j++) v[j] += xg[j] + bg[j];
+        GRU_NAME(apply_activation)(L->gate_act, v, n);
+    }
+}
+
+/* Candidate from its pre-activation in gh's h block, then h' = (1-z) n + z h. */
+static void GRU_NAME(finish_state)(const gru_layer *L, const REAL *gh, REAL *cand, const REAL *h,
+                                   REAL *h_next, REAL *y_row, int u0, int u1)
+{
+    const int n = u1 - u0;
+    const REAL *z = gh + u0;
+    int j;
+    GRU_NAME(apply_activation)(L->cand_act, cand, n);
+    for (j = 0; j < n; j++) {
+        const REAL hj = (1 - z[j]) * cand[j] + z[j] * h[u0 + j];
+        h_next[u0 + j] = hj;
+        y_row[u0 + j] = hj;
+    }
+}
+
+static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
+                                    GRU_NAME(buffers) *buf, int chunk, int small_projection,
+                                    int num_threads)
+{
+    const gru_direction *dir = &L->dir[d];
+    const int B = io->batch, T = io->steps, I = L->input_size, H = L->hidden_size;
+    const int G = 3 * H, D = L->num_directions, ldy = D * H;
+    const int P = (H + GRU_PANEL - 1) / GRU_PANEL;
+    const size_t Wgate = (size_t)P * I * GRU_PANEL, Rgate = (size_t)P * H * GRU_PANEL;
+    const REAL *x = (const REAL *)io->x;
+    const REAL *W_packed = (const REAL *)dir->W_packed, *R_packed = (const REAL *)dir->R_packed;
+    const REAL *bias_x = (const REAL *)dir->bias_x, *bias_hn = (const REAL *)dir->bias_hn;
+    REAL *y = (REAL *)io->y + (size_t)d * H;
+    int steps_done = 0, s0, b;
+
+    if (io->h0)
+        memcpy(buf->h[0], (const REAL *)io->h0 + (size_t)d * B * H, (size_t)B * H * sizeof(REAL));
+    else
+        memset(buf->h[0], 0, (size_t)B * H * sizeof(REAL));
+
+    /* Steps at or past a row's length are not run and output 0 (PyTorch). */
+    if (io->lengths)
+        for (b = 0; b < B; b++) {
+            int t;
+            for (t = (int)io->lengths[b]; t < T; t++)
+                memset(y + ((size_t)b * T + t) * ldy, 0, (size_t)H * sizeof(REAL));
+        }
+
+    for (s0 = 0; s0 < T; s0 += chunk) {
+        const int ns = T - s0 < chunk ? T - s0 : chunk;
+        if (small_projection)
+            for (b = 0; b < B; b++) buf->lo[b] = 0;
+        else
+            GRU_NAME(project_chunk)(L, dir, io, buf, chunk, s0, ns);
+
+#pragma omp parallel num_threads(num_threads) if (num_threads > 1)
+        {
+            const int tid = gru_thread_id(), nt = gru_thread_count();
+            const int p0 = (int)((long)P * tid / nt), p1 = (int)((long)P * (tid + 1) / nt);
+            const int u0 = p0 * GRU_PANEL, u1 = p1 * GRU_PANEL < H ? p1 * GRU_PANEL : H;
+            REAL *h = buf->h[steps_done & 1], *h_next = buf->h[(steps_done & 1) ^ 1];
+            int s, g, bb;
+
+            for (s = s0; s < s0 + ns; s++) {
+                if (small_projection) /* one streamed step: T == 1, rows x[b] */
+                    for (g = 0; g < 3; g++)
+                        GRU_MATVEC(W_packed + g * Wgate, I, H, p0, p1, B, x, I, buf->gx + g * H, G);
+                for (g = 0; g < (L->linear_before_reset ? 3 : 2); g++)
+                    GRU_MATVEC(R_packed + g * Rgate, H, H, p0, p1, B, h, H, buf->gh + g * H, G);
+
+                for (bb = 0; bb < B; bb++) {
+                    const int len = io->lengths ? (int)io->lengths[bb] : T;
+                    const int t = dir->reverse ? len - 1 - s : s;
+                    REAL *gh = buf->gh + (size_t)bb * G;
+                    REAL *y_row = y + ((size_t)bb * T + t) * ldy;
+                    const REAL *hb = h + (size_t)bb * H;
+                    REAL *hb_next = h_next + (size_t)bb * H;
+                    const REAL *gx;
+                    int j;
+
+                    if (s >= len || (io->mask && !io->mask[(size_t)bb * T + t])) {
+                        /* Not run: state carried.  A masked step repeats the
+                         * previous step's output, 0 before any (Keras). */
+                        memcpy(hb_next + u0, hb + u0, (size_t)(u1 - u0) * sizeof(REAL));
+                        if (s < len) {
+                            const int t_prev = dir->reverse ? t + 1 : t - 1;
+                            for (j = u0; j < u1; j++)
+                                y_row[j] = s == 0 ? 0 : y[((size_t)bb * T + t_prev) * ldy + j];
+                        }
+                        continue;
+                    }
+                    gx = buf->gx + ((size_t)bb * chunk + (t - buf->lo[bb])) * G;
+                    GRU_NAME(update_and_reset_gates)(L, gx, bias_x, gh, u0, u1);
+                    if (L->linear_before_reset) {
+                        const REAL *r = gh + H;
+                        REAL *cand = gh + 2 * H + u0;
+                        for (j = u0; j < u1; j++)
+                            gh[2 * H + j] = gx[2 * H + j] + bias_x[2 * H + j] +
+                                            r[j] * (gh[2 * H + j] + bias_hn[j]);
+                        GRU_NAME(finish_state)(L, gh, cand, hb, hb_next, y_row, u0, u1);
+                    } else {
+                        REAL *rh = buf->rh + (size_t)bb * H;
+                        for (j = u0; j < u1; j++) rh[j] = gh[H + j] * hb[j];
+                    }
+                }
+
+                if (!L->linear_before_reset) {
+                    /* n = phi(Wx + b + R_h (r * h)): R_h needs every unit's r * h. */
+#pragma omp barrier
+                    GRU_MATVEC(R_packed + 2 * Rgate, H, H, p0, p1, B, buf->rh, H, buf->gh + 2 * H, G);
+                    for (bb = 0; bb < B; bb++) {
+                        const int len = io->lengths ? (int)io->lengths[bb] : T;
+                        const int t = dir->reverse ? len - 1 - s : s;
+                        REAL *gh = buf->gh + (size_t)bb * G;
+                        const REAL *gx;
+                        int j;
+                        if (s >= len || (io->mask && !io->mask[(size_t)bb * T + t])) continue;
+                        gx = buf->gx + ((size_t)bb * chunk + (t - buf->lo[bb])) * G;
+                        for (j = u0; j < u1; j++) gh[2 * H + j] += gx[2 * H + j] + bias_x[2 * H + j];
+                        GRU_NAME(finish_state)(L, gh, gh + 2 * H + u0, h + (size_t)bb * H,
+                                               h_next + (size_t)bb * H,
+                                               y + ((size_t)bb * T + t) * ldy, u0, u1);
+                    }
+                }
+#pragma omp barrier
+                {
+                    REAL *swap = h;
+                    h = h_next;
+                    h_next = swap;
+                }
+            }
+        }
+        steps_done += ns;
+    }
+    memcpy((REAL *)io->h_n + (size_t)d * B * H, buf->h[steps_done & 1], (size_t)B * H * sizeof(REAL));
+}
+
+static int GRU_NAME(forward)(const gru_layer *L, const gru_io *io, char *ws, int num_threads)
+{
+    const int B = io->batch, T = io->steps, H = L->hidden_size, D = L->num_directions;
+    const int chunk = chunk_steps(B, T, H, sizeof(REAL));
+    const int P = (H + GRU_PANEL - 1) / GRU_PANEL;
+    const int small_projection = T == 1 && B <= GRU_SMALL_BATCH;
+    const double flops = 6.0 * H * (H + (small_projection ? L->input_size : 0)) * (B > 0 ? B : 1);
+    const int nt = choose_threads(num_threads, P, flops);
+    GRU_NAME(buffers) buf;
+    int d;
+
+    if (B == 0) return 0;
+    if (T == 0) { /* nothing run: the final state is the initial one */
+        if (io->h0 != io->h_n) {
+            if (io->h0)
+                memcpy(io->h_n, io->h0, (size_t)D * B * H * sizeof(REAL));
+            else
+                memset(io->h_n, 0, (size_t)D * B * H * sizeof(REAL));
+        }
+        return 0;
+    }
+    GRU_NAME(carve_buffers)(&buf, ws, B, chunk, H);
+    for (d = 0; d < D; d++) {
+        /* h_n[d] is written only after h0[d] was read: they may alias. */
+        GRU_NAME(run_direction)(L, d, io, &buf, chunk, small_projection, nt);
+    }
+    return 0;
+}
