@@ -71,7 +71,7 @@ class GRU:
                 f"hard_sigmoid must be one of {list(HARD_SIGMOID_VERSIONS)}, got {hard_sigmoid!r}"
             )
         W_in = np.asarray(W)
-        if W_in.dtype not in (np.float32, np.float64):
+        if W_in.dtype.kind != "f" or W_in.dtype.itemsize not in (4, 8):
             raise TypeError(f"W must be float32 or float64 (the compute dtype), got {W_in.dtype}")
         self.dtype = np.dtype(W_in.dtype.name)  # native byte order
         D = len(GRU_DIRECTIONS[direction])

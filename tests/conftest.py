@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+from gru_infer.layers import GRU_DIRECTIONS
+
+
+def random_gru_weights(rng, input_size, hidden_size, direction="forward", bias=True, dtype=np.float32,
+                       scale=0.5):
+    """Canonical weights with every entry random, biases included, so a wrong
+    index anywhere shows up in the output."""
+    D = len(GRU_DIRECTIONS[direction])
+    W = (rng.standard_normal((D, 3 * hidden_size, input_size)) * scale / np.sqrt(input_size) * 2)
+    R = (rng.standard_normal((D, 3 * hidden_size, hidden_size)) * scale / np.sqrt(hidden_size) * 2)
+    B = rng.standard_normal((D, 6 * hidden_size)) * scale if bias else None
+    cast = lambda a: None if a is None else a.astype(dtype)  # noqa: E731
+    return cast(W), cast(R), cast(B)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
