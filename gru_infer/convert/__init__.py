@@ -1,0 +1,58 @@
+"""Converters that read framework checkpoints without the frameworks.
+
+convert(src) picks the reader from the file's first bytes: a Keras 3 .keras
+archive or HDF5 (.h5, .weights.h5) goes to the Keras reader, a torch.save
+file (zip or legacy pickle) to the PyTorch reader.  Each ends in the
+canonical form, a gru_infer Model.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+
+def detect_format(path) -> str:
+    """'keras' or 'torch', from the file's contents (not its name)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read: {error.strerror or error}") from None
+    if magic.startswith(b"\x89HDF"):
+        return "keras"
+    if magic.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise ValueError(f"{path}: a damaged zip file ({error})") from None
+        if "config.json" in names:
+            return "keras"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        raise ValueError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
+                         "torch.save checkpoint")
+    if magic[:1] == b"\x80":
+        return "torch"
+    raise ValueError(f"{path}: not a Keras (.keras, .h5) or PyTorch (.pt) checkpoint")
+
+
+def convert(src, *, config=None, **torch_options):
+    """A gru_infer Model from a Keras or PyTorch checkpoint.
+
+    config: the model's JSON config for Keras weights-only files (a path, JSON
+    text or a dict; by default the .json beside the file).  torch_options go
+    to the PyTorch reader (see gru_infer.convert.torch.convert_torch).
+    """
+    kind = detect_format(src)
+    if kind == "keras":
+        if torch_options:
+            raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")
+        from .keras import convert_keras
+
+        return convert_keras(src, config=config)
+    from .torch import convert_torch
+
+    return convert_torch(src, **torch_options)

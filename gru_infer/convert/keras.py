@@ -1,0 +1,492 @@
+"""Keras checkpoints -> gru_infer Model, with h5py only (no TensorFlow/Keras).
+
+Reads Keras 3 ``.keras`` archives (config.json + metadata.json +
+model.weights.h5), legacy full-model ``.h5`` files written by tf.keras 2 or by
+Keras 3, and weights-only files (Keras 3 ``.weights.h5``, Keras 2
+``save_weights('x.h5')``) together with the model's JSON config.
+
+Weights are found by the file's own structure, never by leaf names (optimizer
+slots carry the same names and shapes): legacy files list each layer's
+weights in the ``layer_names`` / ``weight_names`` attributes; Keras 3 files
+keep each layer's variables under ``layers/<class>_<n>/.../vars/<i>``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from ..layers import Activation, Dense, Embedding, Identity, Masking, Recurrent
+from ..model import INPUT, Model, Node
+
+IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
+                    "AlphaDropout", "ActivityRegularization")
+SUPPORTED = ("InputLayer", "GRU", "Bidirectional", "Dense", "TimeDistributed(Dense)", "Embedding",
+             "Masking", "Activation") + IDENTITY_CLASSES
+GRU_CELL_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "relu", "linear", "softsign")
+
+
+class KerasFileError(ValueError):
+    """A Keras file gru_infer cannot read, with the file and the reason."""
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("reading Keras files needs h5py: pip install h5py "
+                          "(or pip install 'gru_infer[keras]')") from None
+    return h5py
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 2
+
+
+# -- weights, by the file's own structure ------------------------------------------
+
+
+class LegacyWeights:
+    """Keras 2 style: a group with ``layer_names``; each layer group lists its
+    weights, in order, in ``weight_names``."""
+
+    def __init__(self, group, path):
+        self.group, self.path = group, path
+        self.layer_names = [_text(n) for n in group.attrs["layer_names"]]
+
+    def arrays(self, layer_name: str, class_name: str, position: int) -> list:
+        if layer_name not in self.layer_names:
+            raise KerasFileError(f"{self.path}: no weights for layer #{position} {layer_name!r} "
+                                 f"({class_name}); the file has weights for {self.layer_names}")
+        group = self.group[layer_name]
+        names = [_text(n) for n in group.attrs.get("weight_names", [])]
+        try:
+            return [np.asarray(group[n]) for n in names]
+        except KeyError as error:
+            raise KerasFileError(f"{self.path}: layer {layer_name!r} lists a weight that is "
+                                 f"missing: {error}") from None
+
+
+class Keras3Weights:
+    """Keras 3 style: ``layers/<key>/...vars/<i>``, where key is the snake-case
+    class name with a per-class counter in layer order (``gru``, ``gru_1``), not
+    the layer's own name.  Newer files also note the layer name in each
+    ``vars`` group's ``name`` attribute; it is used when present."""
+
+    def __init__(self, root, path, config_layers: list):
+        self.root, self.path = root, path
+        layers = root.get("layers")
+        if layers is None:
+            raise KerasFileError(f"{path}: no 'layers' group: not a Keras 3 weights file")
+        self.keys = {}
+        counters = {}
+        for layer in config_layers:
+            snake = _snake_case(layer["class_name"])
+            n = counters.get(snake, 0)
+            counters[snake] = n + 1
+            self.keys[layer["name"]] = snake if n == 0 else f"{snake}_{n}"
+        by_attr = {}
+        for key in layers:
+            vars_group = layers[key].get("vars")
+            if vars_group is not None and "name" in vars_group.attrs:
+                by_attr[_text(vars_group.attrs["name"])] = key
+        if all(name in by_attr for name in self.keys):
+            self.keys = {name: by_attr[name] for name in self.keys}
+        self.layers = layers
+
+    def group(self, layer_name: str, class_name: str, position: int):
+        key = self.keys.get(layer_name)
+        if key is None or key not in self.layers:
+            raise KerasFileError(f"{self.path}: no weights group 'layers/{key}' for layer "
+                                 f"#{position} {layer_name!r} ({class_name})")
+        return self.layers[key]
+
+    def vars_at(self, group, subpath: str) -> list:
+        node = group
+        for part in [p for p in subpath.split("/") if p]:
+            if part not in node:
+                return []
+            node = node[part]
+        if "vars" not in node:
+            return []
+        vars_group = node["vars"]
+        return [np.asarray(vars_group[k]) for k in sorted(vars_group, key=int)]
+
+
+def _snake_case(name: str) -> str:
+    """Keras' own rule (keras.src.utils.naming.to_snake_case)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+    return name
+
+
+# -- the config: a list of layers with their inbound tensors ----------------------
+
+
+def _inbound_refs(layer: dict, position: int) -> list:
+    """[(source layer, tensor index)] of a functional layer's single call."""
+    nodes = layer.get("inbound_nodes") or []
+    if len(nodes) > 1:
+        raise KerasFileError(f"layer #{position} {layer['name']!r} is called {len(nodes)} times "
+                             "(a shared layer); gru_infer supports one call per layer")
+    if not nodes:
+        return []
+    node = nodes[0]
+    refs = []
+    if isinstance(node, dict):  # Keras 3: {"args": [...keras tensors...], "kwargs": {...}}
+        def walk(value):
+            if isinstance(value, dict):
+                if value.get("class_name") == "__keras_tensor__":
+                    history = value["config"]["keras_history"]
+                    refs.append((history[0], int(history[2])))
+                else:
+                    for v in value.values():
+                        walk(v)
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    walk(v)
+        walk(node.get("args", []))
+        if any(key in (node.get("kwargs") or {}) for key in ("initial_state", "mask")):
+            raise KerasFileError(f"layer #{position} {layer['name']!r} is called with "
+                                 "initial_state/mask tensors; gru_infer does not support that")
+    else:  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
+        for entry in node:
+            refs.append((entry[0], int(entry[2])))
+    return refs
+
+
+def _tensor_list(value) -> list:
+    """input_layers / output_layers: one [name, node, index] or a list of them."""
+    if value and isinstance(value[0], str):
+        value = [value]
+    return [(v[0], int(v[2])) for v in value]
+
+
+def _input_spec(layers: list, model_config: dict) -> tuple:
+    """(per-row shape, dtype) of the model input."""
+    for layer in layers:
+        config = layer["config"]
+        shape = config.get("batch_shape") or config.get("batch_input_shape")
+        if shape:
+            dtype = config.get("dtype") if layer["class_name"] == "InputLayer" else "float32"
+            if isinstance(dtype, dict):
+                dtype = "float32"
+            return tuple(shape[1:]), dtype or "float32"
+    build = model_config.get("build_input_shape") or (
+        (model_config.get("build_config") or {}).get("input_shape"))
+    if build:
+        return tuple(build[1:]), "float32"
+    return (None, None), "float32"
+
+
+def _activation_name(value, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        inner = value.get("config")
+        if isinstance(inner, str):
+            return inner
+        if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+            return inner["name"]
+        if isinstance(value.get("class_name"), str):
+            return _snake_case(value["class_name"])
+    raise KerasFileError(f"{where}: cannot read activation {value!r}")
+
+
+# -- layer by layer ----------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, path, weights, keras_major: int):
+        self.path = path
+        self.weights = weights
+        self.hard_sigmoid = "keras2" if keras_major < 3 else "keras3"
+
+    def arrays(self, layer: dict, position: int, subpath: str = "") -> list:
+        if isinstance(self.weights, LegacyWeights):
+            return self.weights.arrays(layer["name"], layer["class_name"], position)
+        group = self.weights.group(layer["name"], layer["class_name"], position)
+        return self.weights.vars_at(group, subpath)
+
+    def gru_cell(self, config: dict, arrays: list, where: str) -> dict:
+        if config.get("time_major"):
+            raise KerasFileError(f"{where}: time_major=True is not supported")
+        use_bias = config.get("use_bias", True)
+        if len(arrays) != (3 if use_bias else 2):
+            raise KerasFileError(f"{where}: expected {'3' if use_bias else '2'} GRU weights "
+                                 f"(kernel, recurrent_kernel{', bias' if use_bias else ''}), "
+                                 f"found {len(arrays)}")
+        kernel, recurrent = arrays[0], arrays[1]
+        units = int(config["units"])
+        if kernel.ndim != 2 or kernel.shape[1] != 3 * units or recurrent.shape != (units, 3 * units):
+            raise KerasFileError(f"{where}: GRU({units}) weights have shapes {kernel.shape}, "
+                                 f"{recurrent.shape}; expected (input, {3 * units}), "
+                                 f"({units}, {3 * units})")
+        dtype = np.float64 if kernel.dtype == np.float64 else np.float32
+        reset_after = config.get("reset_after")
+        B = None
+        if use_bias:
+            bias = arrays[2]
+            if reset_after is None:
+                reset_after = bias.ndim == 2  # pre-2.3 configs lack the key; the bias shape tells
+            if reset_after and bias.shape == (2, 3 * units):
+                B = np.concatenate([bias[0], bias[1]])
+            elif not reset_after and bias.shape == (3 * units,):
+                B = np.concatenate([bias, np.zeros_like(bias)])
+            else:
+                raise KerasFileError(f"{where}: GRU bias has shape {bias.shape}, which does not "
+                                     f"match reset_after={reset_after}")
+        cell = {
+            "W": kernel.T.astype(dtype)[None],
+            "R": recurrent.T.astype(dtype)[None],
+            "B": None if B is None else B.astype(dtype)[None],
+            "linear_before_reset": bool(True if reset_after is None else reset_after),
+            "activations": [
+                _activation_name(config.get("recurrent_activation", "sigmoid"), where),
+                _activation_name(config.get("activation", "tanh"), where),
+            ],
+            "hard_sigmoid": self.hard_sigmoid,
+        }
+        for name in cell["activations"]:
+            if name not in GRU_CELL_ACTIVATIONS:
+                raise KerasFileError(f"{where}: GRU activation {name!r} is not supported "
+                                     f"(supported: {', '.join(GRU_CELL_ACTIVATIONS)})")
+        return cell
+
+    def dense(self, name: str, config: dict, arrays: list, where: str) -> Dense:
+        use_bias = config.get("use_bias", True)
+        if len(arrays) != (2 if use_bias else 1):
+            raise KerasFileError(f"{where}: expected {'kernel and bias' if use_bias else 'kernel'}"
+                                 f", found {len(arrays)} weights")
+        return Dense(name, arrays[0], arrays[1] if use_bias else None,
+                     _activation_name(config.get("activation", "linear"), where),
+                     self.hard_sigmoid)
+
+    def layer(self, layer: dict, position: int):
+        """The gru_infer layer for one Keras layer (None for InputLayer)."""
+        cls, config, name = layer["class_name"], layer["config"], layer["name"]
+        where = f"{self.path}: layer #{position} {name!r} ({cls})"
+        if cls == "InputLayer":
+            return None
+        if cls in ("GRU", "GRUV2"):
+            if config.get("return_state"):
+                raise KerasFileError(f"{where}: return_state=True is not supported")
+            cell = self.gru_cell(config, self.arrays(layer, position, "cell"), where)
+            return Recurrent(name, [cell], return_sequences=config.get("return_sequences", False),
+                             go_backwards=config.get("go_backwards", False),
+                             zero_masked_outputs=config.get("zero_output_for_mask", False))
+        if cls == "Bidirectional":
+            return self.bidirectional(layer, position, where)
+        if cls == "Dense":
+            return self.dense(name, config, self.arrays(layer, position), where)
+        if cls == "TimeDistributed":
+            inner = config["layer"]
+            if inner["class_name"] != "Dense":
+                raise KerasFileError(f"{where}: TimeDistributed({inner['class_name']}) is not "
+                                     "supported; only TimeDistributed(Dense)")
+            return self.dense(name, inner["config"], self.arrays(layer, position, "layer"), where)
+        if cls == "Embedding":
+            arrays = self.arrays(layer, position)
+            if len(arrays) != 1:
+                raise KerasFileError(f"{where}: expected one embeddings table, found {len(arrays)}")
+            return Embedding(name, arrays[0], config.get("mask_zero", False))
+        if cls == "Masking":
+            return Masking(name, config.get("mask_value", 0.0))
+        if cls == "Activation":
+            return Activation(name, _activation_name(config["activation"], where),
+                              self.hard_sigmoid)
+        if cls in IDENTITY_CLASSES:
+            return Identity(name, cls)
+        raise KerasFileError(f"{where} is not supported by gru_infer; supported layers: "
+                             f"{', '.join(SUPPORTED)}")
+
+    def bidirectional(self, layer: dict, position: int, where: str) -> Recurrent:
+        config = layer["config"]
+        forward_config = config["layer"]
+        backward_config = config.get("backward_layer") or forward_config
+        for sub in (forward_config, backward_config):
+            if sub["class_name"] not in ("GRU", "GRUV2"):
+                raise KerasFileError(f"{where}: Bidirectional({sub['class_name']}) is not "
+                                     "supported; only Bidirectional(GRU)")
+        fc, bc = forward_config["config"], backward_config["config"]
+        if isinstance(self.weights, LegacyWeights):
+            arrays = self.arrays(layer, position)
+            n_forward = 3 if fc.get("use_bias", True) else 2
+            forward_arrays, backward_arrays = arrays[:n_forward], arrays[n_forward:]
+        else:
+            group = self.weights.group(layer["name"], "Bidirectional", position)
+            forward_arrays = self.weights.vars_at(group, "forward_layer/cell")
+            backward_arrays = self.weights.vars_at(group, "backward_layer/cell")
+        cells = [self.gru_cell(fc, forward_arrays, where + " forward"),
+                 self.gru_cell(bc, backward_arrays, where + " backward")]
+        return_sequences = fc.get("return_sequences", False)
+        if fc.get("return_state"):
+            raise KerasFileError(f"{where}: return_state=True is not supported")
+        # Keras sets zero_output_for_mask = return_sequences on both sublayers.
+        return Recurrent(layer["name"], cells, return_sequences=return_sequences,
+                         merge_mode=config.get("merge_mode", "concat"),
+                         zero_masked_outputs=return_sequences)
+
+
+# -- files -----------------------------------------------------------------------
+
+
+def _normalise_layers(model_config: dict) -> tuple:
+    """(class_name, layers with 'name', top config) of a Sequential/Functional config."""
+    cls = model_config.get("class_name")
+    config = model_config.get("config")
+    if cls not in ("Sequential", "Functional", "Model"):
+        raise KerasFileError(f"model class {cls!r} is not supported; gru_infer reads Sequential "
+                             "and functional models")
+    layers = config if isinstance(config, list) else config.get("layers", [])
+    out = []
+    for layer in layers:
+        layer = dict(layer)
+        layer["name"] = layer.get("name") or layer["config"]["name"]
+        out.append(layer)
+    return cls, out, (config if isinstance(config, dict) else {})
+
+
+def model_from_config(model_config: dict, weights, keras_major: int, path, source: dict) -> Model:
+    cls, layers, top = _normalise_layers(model_config)
+    builder = _Builder(path, weights, keras_major)
+    input_shape, input_dtype = _input_spec(layers, top)
+    if cls == "Sequential":
+        built = []
+        for position, layer in enumerate(layers):
+            made = builder.layer(layer, position)
+            if made is not None:
+                built.append(made)
+        return Model.sequential(built, input_shape=input_shape, input_dtype=input_dtype,
+                                source=source)
+    inputs = _tensor_list(top.get("input_layers", []))
+    if len(inputs) != 1:
+        raise KerasFileError(f"{path}: the model has {len(inputs)} inputs; gru_infer supports one")
+    input_name = inputs[0][0]
+    nodes = []
+    for position, layer in enumerate(layers):
+        if layer["class_name"] == "InputLayer":
+            continue
+        made = builder.layer(layer, position)
+        refs = [(INPUT if src == input_name else src, index)
+                for src, index in _inbound_refs(layer, position)]
+        if len(refs) != 1:
+            raise KerasFileError(f"{path}: layer #{position} {layer['name']!r} "
+                                 f"({layer['class_name']}) takes {len(refs)} inputs; "
+                                 "gru_infer supports layers with one input")
+        nodes.append(Node(made, refs))
+    outputs = [(INPUT if src == input_name else src, index)
+               for src, index in _tensor_list(top.get("output_layers", []))]
+    return Model(nodes, outputs, input_shape=input_shape, input_dtype=input_dtype, source=source)
+
+
+def _load_config(config, path) -> dict:
+    """The model config for a weights-only file: a dict, JSON text, a JSON
+    file, or (when None) the .json beside the weights file."""
+    if isinstance(config, dict):
+        return config
+    if config is None:
+        base = str(path)
+        for suffix in (".weights.h5", ".h5", ".hdf5"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        candidate = base + ".json"
+        if not os.path.exists(candidate):
+            raise KerasFileError(f"{path}: holds weights only; pass the model's JSON config "
+                                 f"(config=..., or --config), or put it at {candidate}")
+        config = candidate
+    text = str(config)
+    if not text.lstrip().startswith("{"):
+        try:
+            with open(text) as f:
+                text = f.read()
+        except OSError as error:
+            raise KerasFileError(f"cannot read the model config {config}: {error}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise KerasFileError(f"the model config is not valid JSON: {error}") from None
+
+
+def convert_keras(path, *, config=None) -> Model:
+    """Read a .keras, .h5 or .weights.h5 file (with config) into a Model."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(8)
+    except OSError as error:
+        raise KerasFileError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        if magic.startswith(b"PK"):
+            return _convert_keras_archive(path)
+        if magic.startswith(b"\x89HDF"):
+            return _convert_h5(path, config)
+    except KerasFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile,
+            json.JSONDecodeError) as error:
+        raise KerasFileError(f"{path}: corrupt or unreadable Keras file "
+                             f"({type(error).__name__}: {error})") from None
+    raise KerasFileError(f"{path}: not a Keras file (neither a .keras zip nor HDF5)")
+
+
+def _convert_keras_archive(path) -> Model:
+    h5py = _h5py()
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        for needed in ("config.json", "model.weights.h5"):
+            if needed not in names:
+                raise KerasFileError(f"{path}: a zip without {needed}: not a Keras 3 .keras file")
+        config = json.loads(archive.read("config.json"))
+        metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
+        weights_bytes = archive.read("model.weights.h5")
+    version = str(metadata.get("keras_version", "3"))
+    source = {"framework": "keras", "version": version, "format": ".keras",
+              "file": os.path.basename(path)}
+    with h5py.File(io.BytesIO(weights_bytes), "r") as root:
+        _, layers, _ = _normalise_layers(config)
+        weights = Keras3Weights(root, path, layers)
+        return model_from_config(config, weights, _major(version), path, source)
+
+
+def _convert_h5(path, config) -> Model:
+    h5py = _h5py()
+    with h5py.File(path, "r") as root:
+        version = _text(root.attrs.get("keras_version", ""))
+        if "model_config" in root.attrs:  # legacy full model, by Keras 2 or Keras 3
+            model_config = json.loads(_text(root.attrs["model_config"]))
+            if "model_weights" not in root:
+                raise KerasFileError(f"{path}: has a model config but no model_weights group")
+            weights = LegacyWeights(root["model_weights"], path)
+            fmt = ".h5"
+        else:  # weights only
+            model_config = _load_config(config, path)
+            version = version or str(model_config.get("keras_version", ""))
+            if "layer_names" in root.attrs:
+                weights = LegacyWeights(root, path)
+                version = version or "2"
+                fmt = ".h5 weights"
+            elif "layers" in root:
+                _, layers, _ = _normalise_layers(model_config)
+                weights = Keras3Weights(root, path, layers)
+                version = version or "3"
+                fmt = ".weights.h5"
+            else:
+                raise KerasFileError(f"{path}: HDF5, but neither a Keras model nor Keras weights")
+        source = {"framework": "keras", "version": version or "unknown", "format": fmt,
+                  "file": os.path.basename(path)}
+        return model_from_config(model_config, weights, _major(version or "2"), path, source)
