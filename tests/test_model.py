@@ -1,0 +1,192 @@
+"""Model and Stream on hand-built models: graph wiring, states, streaming."""
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import random_gru_weights
+
+import gru_infer
+from gru_infer.layers import Dense, Embedding, Identity, Masking, Recurrent
+from gru_infer.model import INPUT, Model, Node
+from gru_infer.reference import gru_reference
+
+
+def cell(rng, input_size, hidden_size, **options):
+    W, R, B = random_gru_weights(rng, input_size, hidden_size)
+    return dict(W=W, R=R, B=B, **options)
+
+
+def seed_like_model(rng, features=6, h1=9, h2=5, outputs=2):
+    return Model.sequential([
+        Recurrent("gru", [cell(rng, features, h1)]),
+        Identity("dropout"),
+        Recurrent("gru_1", [cell(rng, h1, h2, linear_before_reset=False)]),
+        Dense("head", rng.standard_normal((h2, outputs)).astype(np.float32),
+              rng.standard_normal(outputs).astype(np.float32), "sigmoid"),
+    ], input_shape=(None, features))
+
+
+def test_chain_matches_the_reference_layer_by_layer(rng):
+    model = seed_like_model(rng)
+    x = rng.standard_normal((3, 7, 6)).astype(np.float32)
+    y, states = model(x, return_state=True)
+    c1, c2 = model.layer("gru").cells[0], model.layer("gru_1").cells[0]
+    y1, h1 = gru_reference(x, c1["W"], c1["R"], c1["B"])
+    y2, h2 = gru_reference(y1, c2["W"], c2["R"], c2["B"], linear_before_reset=False)
+    head = model.layer("head")
+    expected = 1 / (1 + np.exp(-(y2 @ head.kernel + head.bias)))
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    np.testing.assert_allclose(states[0], h1, atol=1e-5)
+    np.testing.assert_allclose(states[1], h2, atol=1e-5)
+
+
+def test_stream_steps_equal_the_whole_sequence(rng):
+    model = seed_like_model(rng)
+    x = rng.standard_normal((4, 10, 6)).astype(np.float32)
+    whole = model(x)
+    stream = model.stream(batch_size=4)
+    steps = np.stack([stream.step(x[:, t]) for t in range(10)], axis=1)
+    np.testing.assert_allclose(steps, whole, atol=1e-6)
+    stream.reset()
+    chunks = np.concatenate([stream.run(x[:, :3]), stream.run(x[:, 3:])], axis=1)
+    np.testing.assert_allclose(chunks, whole, atol=1e-6)
+
+
+def test_stream_reset_rows_and_state(rng):
+    model = seed_like_model(rng)
+    x = rng.standard_normal((3, 6, 6)).astype(np.float32)
+    stream = model.stream(batch_size=3)
+    stream.run(x)
+    saved = stream.state
+    stream.reset([1])
+    assert np.all(stream.state[0][:, 1] == 0) and np.any(stream.state[0][:, 0] != 0)
+    fresh = model(x[1:2, :2])
+    np.testing.assert_allclose(stream.run(x[:, :2])[1:2], fresh, atol=1e-6)
+    stream.state = saved
+    np.testing.assert_array_equal(stream.state[1], saved[1])
+    with pytest.raises(ValueError, match="state of GRU 'gru'"):
+        stream.state = [np.zeros((1, 2, 9)), saved[1]]
+    with pytest.raises(ValueError, match="batch_size 3"):
+        stream.step(np.zeros((2, 6), np.float32))
+
+
+def test_initial_states_continue_a_sequence(rng):
+    model = seed_like_model(rng)
+    x = rng.standard_normal((2, 8, 6)).astype(np.float32)
+    whole = model(x)
+    first, states = model(x[:, :5], return_state=True)
+    second = model(x[:, 5:], initial_states=states)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, atol=1e-6)
+
+
+def test_bidirectional_merge_modes_and_two_outputs(rng):
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    fwd, bwd = cell(rng, 3, 4), cell(rng, 3, 4)
+    y_f, _ = gru_reference(x, fwd["W"], fwd["R"], fwd["B"])
+    y_b, _ = gru_reference(x, bwd["W"], bwd["R"], bwd["B"], direction="reverse")
+    expected = {"concat": np.concatenate([y_f, y_b], -1), "sum": y_f + y_b, "mul": y_f * y_b,
+                "ave": (y_f + y_b) / 2}
+    nodes = [Node(Recurrent(f"bi_{mode}", [fwd, bwd], merge_mode=mode), [(INPUT, 0)])
+             for mode in expected]
+    nodes.append(Node(Recurrent("bi_none", [fwd, bwd], merge_mode=None), [(INPUT, 0)]))
+    outputs = [(f"bi_{mode}", 0) for mode in expected] + [("bi_none", 0), ("bi_none", 1)]
+    model = Model(nodes, outputs, input_shape=(None, 3))
+    got = model(x)
+    for g, e in zip(got, list(expected.values()) + [y_f, y_b]):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot be streamed"):
+        model.stream()
+
+
+def test_bidirectional_with_different_directions(rng):
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    fwd, bwd = cell(rng, 3, 4), cell(rng, 3, 2, linear_before_reset=False)
+    layer = Recurrent("bi", [fwd, bwd])
+    assert len(layer.engines) == 2
+    y = Model.sequential([layer], input_shape=(None, 3))(x)
+    y_f, _ = gru_reference(x, fwd["W"], fwd["R"], fwd["B"])
+    y_b, _ = gru_reference(x, bwd["W"], bwd["R"], bwd["B"], direction="reverse",
+                           linear_before_reset=False)
+    np.testing.assert_allclose(y, np.concatenate([y_f, y_b], -1), atol=1e-5)
+
+
+def test_embedding_mask_zero_carries_state(rng):
+    table = rng.standard_normal((10, 4)).astype(np.float32)
+    c = cell(rng, 4, 5)
+    model = Model.sequential([Embedding("emb", table, mask_zero=True),
+                              Recurrent("gru", [c], return_sequences=True)],
+                             input_shape=(None,), input_dtype="int32")
+    ids = np.array([[3, 0, 4, 0], [0, 0, 2, 5]])
+    y = model(ids)
+    y_ref, _ = gru_reference(table[ids], c["W"], c["R"], c["B"], mask=ids != 0)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    np.testing.assert_array_equal(y[0, 1], y[0, 0])  # masked step repeats the last output
+    np.testing.assert_array_equal(y[1, :2], 0)  # zeros before the first valid step
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 9\]"):
+        model(np.array([[1, 10]]))
+    with pytest.raises(TypeError, match="integer token ids"):
+        model(np.zeros((1, 2), np.float32))
+
+
+def test_masking_layer_and_last_output(rng):
+    c = cell(rng, 3, 4)
+    model = Model.sequential([Masking("mask", 0.0), Recurrent("gru", [c], return_sequences=False)],
+                             input_shape=(None, 3))
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    x[0, 4:] = 0
+    x[1, 2] = 0
+    y = model(x)
+    y_ref, h_ref = gru_reference(x, c["W"], c["R"], c["B"], mask=np.any(x != 0, -1))
+    np.testing.assert_allclose(y, h_ref[0], atol=1e-5)
+
+
+def test_lengths_give_pytorch_last_state(rng):
+    c = cell(rng, 3, 4)
+    model = Model.sequential([Recurrent("gru", [c], return_sequences=False)], input_shape=(None, 3))
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    y = model(x, lengths=[6, 2])
+    _, h_ref = gru_reference(x, c["W"], c["R"], c["B"], lengths=[6, 2])
+    np.testing.assert_allclose(y, h_ref[0], atol=1e-5)
+
+
+def test_bad_model_input_is_named(rng):
+    model = seed_like_model(rng)
+    with pytest.raises(ValueError, match=r"model input must have shape .* got \(2, 6\)"):
+        model(np.zeros((2, 6), np.float32))
+    with pytest.raises(ValueError, match="got"):
+        model(np.zeros((2, 3, 5), np.float32))
+    with pytest.raises(TypeError, match="float features"):
+        model(np.zeros((2, 3, 6), np.int64))
+    with pytest.raises(ValueError, match="one state per GRU layer"):
+        model(np.zeros((2, 3, 6), np.float32), initial_states=[np.zeros((1, 2, 9))])
+
+
+def test_graph_checks_names_and_order(rng):
+    dense = Dense("d", np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="not an earlier layer"):
+        Model([Node(dense, [("later", 0)])], [("d", 0)])
+    with pytest.raises(ValueError, match="used twice"):
+        Model.sequential([dense, Dense("d", np.ones((2, 2), np.float32))])
+
+
+def test_two_threads_share_one_model(rng):
+    model = seed_like_model(rng)
+    inputs = [rng.standard_normal((3, 20, 6)).astype(np.float32) for _ in range(2)]
+    expected = [model(x) for x in inputs]
+    ok = []
+
+    def work(i):
+        ok.append(all(np.array_equal(model(inputs[i]), expected[i]) for _ in range(10)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ok == [True, True]
+
+
+def test_summary_lists_layers(rng):
+    text = seed_like_model(rng).summary()
+    assert "gru_1" in text and "dense" in text and "parameters" in text
