@@ -323,6 +323,27 @@ class Masking(Layer):
         return [x * mask[..., None].astype(x.dtype)], [mask]
 
 
+class NotEqual(Layer):
+    """A boolean mask: input != value (Keras 3 writes the mask of
+    Embedding(mask_zero=True) in functional models as this op)."""
+
+    kind = "not_equal"
+
+    def __init__(self, name, value=0):
+        super().__init__(name)
+        self.value = value
+
+    def config(self):
+        return {"value": self.value}
+
+    @classmethod
+    def from_saved(cls, name, config, tensors):
+        return cls(name, config["value"])
+
+    def call(self, inputs, masks, run):
+        return [np.asarray(inputs[0]) != self.value], [None]
+
+
 class Embedding(Layer):
     """Token ids (batch, time) -> vectors; mask_zero masks id 0."""
 
@@ -544,4 +565,5 @@ class Recurrent(Layer):
         return [np.ascontiguousarray(y)], [out_mask]
 
 
-MODEL_LAYERS = {cls.kind: cls for cls in (Dense, Activation, Identity, Masking, Embedding, Recurrent)}
+MODEL_LAYERS = {cls.kind: cls for cls in (Dense, Activation, Identity, Masking, NotEqual, Embedding,
+                                          Recurrent)}

@@ -18,6 +18,7 @@ INPUT = "input"
 class Node:
     layer: Layer
     inputs: list  # [(source node name or INPUT, output index)]
+    mask_input: Optional[tuple] = None  # (source, index) of an explicit boolean mask
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Model:
         for node in self.nodes:
             if node.layer.name in names or node.layer.name == INPUT:
                 raise ValueError(f"layer name {node.layer.name!r} is used twice")
-            for src, index in node.inputs:
+            for src, index in node.inputs + ([node.mask_input] if node.mask_input else []):
                 if src != INPUT and src not in names:
                     raise ValueError(f"layer {node.layer.name!r} reads {src!r}, "
                                      "which is not an earlier layer")
@@ -134,7 +135,7 @@ class Model:
         x = np.asarray(x)
         token_ids = self.input_dtype.kind in "iu"
         if token_ids:
-            if x.dtype.kind not in "iu":
+            if x.dtype.kind not in "iuf":  # float ids are checked for integrality by Embedding
                 raise TypeError(f"this model takes integer token ids (batch, time), got {x.dtype}")
         elif x.dtype.kind != "f":
             raise TypeError(f"this model takes float features, got dtype {x.dtype}")
@@ -155,6 +156,9 @@ class Model:
         for node in self.nodes:
             inputs = [values[src][i] for src, i in node.inputs]
             in_masks = [masks[src][i] for src, i in node.inputs]
+            if node.mask_input is not None:  # Keras 3 functional: mask passed as a tensor
+                src, i = node.mask_input
+                in_masks[0] = np.asarray(values[src][i], dtype=bool)
             values[node.layer.name], masks[node.layer.name] = node.layer.call(inputs, in_masks, run)
         return [values[src][i] for src, i in self.outputs]
 

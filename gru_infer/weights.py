@@ -115,7 +115,8 @@ def save_model(model: Model, path) -> None:
         "input": {"name": model.input_name, "shape": list(model.input_shape),
                   "dtype": model.input_dtype.name},
         "layers": [{"name": n.layer.name, "kind": n.layer.kind,
-                    "inputs": [list(i) for i in n.inputs], "config": n.layer.config()}
+                    "inputs": [list(i) for i in n.inputs], "config": n.layer.config(),
+                    "mask_input": list(n.mask_input) if n.mask_input else None}
                    for n in model.nodes],
         "outputs": [list(o) for o in model.outputs],
         "source": model.source,
@@ -155,7 +156,9 @@ def load(path) -> Model:
             except (ValueError, TypeError, KeyError) as error:
                 raise WeightFileError(f"{path}: layer {name!r} ({kind}) does not fit its "
                                       f"tensors: {error}") from None
-            nodes.append(Node(layer, [tuple(i) for i in entry["inputs"]]))
+            mask_input = entry.get("mask_input")
+            nodes.append(Node(layer, [tuple(i) for i in entry["inputs"]],
+                              tuple(mask_input) if mask_input else None))
         return Model(nodes, [tuple(o) for o in config["outputs"]],
                      input_shape=tuple(config["input"]["shape"]),
                      input_dtype=config["input"]["dtype"], source=config.get("source"),

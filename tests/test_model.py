@@ -126,7 +126,8 @@ def test_embedding_mask_zero_carries_state(rng):
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 9\]"):
         model(np.array([[1, 10]]))
     with pytest.raises(TypeError, match="integer token ids"):
-        model(np.zeros((1, 2), np.float32))
+        model(np.full((1, 2), 1.5, np.float32))
+    np.testing.assert_array_equal(model(ids.astype(np.float32)), y)  # Keras 2 feeds float ids
 
 
 def test_masking_layer_and_last_output(rng):

@@ -21,13 +21,13 @@ import zipfile
 
 import numpy as np
 
-from ..layers import Activation, Dense, Embedding, Identity, Masking, Recurrent
+from ..layers import Activation, Dense, Embedding, Identity, Masking, NotEqual, Recurrent
 from ..model import INPUT, Model, Node
 
 IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
                     "AlphaDropout", "ActivityRegularization")
 SUPPORTED = ("InputLayer", "GRU", "Bidirectional", "Dense", "TimeDistributed(Dense)", "Embedding",
-             "Masking", "Activation") + IDENTITY_CLASSES
+             "Masking", "Activation", "NotEqual") + IDENTITY_CLASSES
 GRU_CELL_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "relu", "linear", "softsign")
 
 
@@ -136,36 +136,39 @@ def _snake_case(name: str) -> str:
 # -- the config: a list of layers with their inbound tensors ----------------------
 
 
-def _inbound_refs(layer: dict, position: int) -> list:
-    """[(source layer, tensor index)] of a functional layer's single call."""
+def _keras_tensors(value) -> list:
+    """(layer, tensor index) of every Keras 3 tensor reference inside value."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            history = value["config"]["keras_history"]
+            return [(history[0], int(history[2]))]
+        return [ref for v in value.values() for ref in _keras_tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [ref for v in value for ref in _keras_tensors(v)]
+    return []
+
+
+def _inbound(layer: dict, position: int) -> tuple:
+    """(inputs [(source layer, tensor index)], explicit mask ref or None,
+    constant arguments) of a functional layer's single call."""
     nodes = layer.get("inbound_nodes") or []
     if len(nodes) > 1:
         raise KerasFileError(f"layer #{position} {layer['name']!r} is called {len(nodes)} times "
                              "(a shared layer); gru_infer supports one call per layer")
     if not nodes:
-        return []
+        return [], None, []
     node = nodes[0]
-    refs = []
-    if isinstance(node, dict):  # Keras 3: {"args": [...keras tensors...], "kwargs": {...}}
-        def walk(value):
-            if isinstance(value, dict):
-                if value.get("class_name") == "__keras_tensor__":
-                    history = value["config"]["keras_history"]
-                    refs.append((history[0], int(history[2])))
-                else:
-                    for v in value.values():
-                        walk(v)
-            elif isinstance(value, (list, tuple)):
-                for v in value:
-                    walk(v)
-        walk(node.get("args", []))
-        if any(key in (node.get("kwargs") or {}) for key in ("initial_state", "mask")):
-            raise KerasFileError(f"layer #{position} {layer['name']!r} is called with "
-                                 "initial_state/mask tensors; gru_infer does not support that")
-    else:  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
-        for entry in node:
-            refs.append((entry[0], int(entry[2])))
-    return refs
+    if not isinstance(node, dict):  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
+        return [(entry[0], int(entry[2])) for entry in node], None, []
+    # Keras 3: {"args": [...], "kwargs": {...}}; Keras 3 writes the implicit mask
+    # of Embedding(mask_zero) as an op layer passed in through kwargs["mask"].
+    args, kwargs = node.get("args", []), node.get("kwargs") or {}
+    masks = _keras_tensors(kwargs.get("mask"))
+    if _keras_tensors(kwargs.get("initial_state")):
+        raise KerasFileError(f"layer #{position} {layer['name']!r} is called with an "
+                             "initial_state tensor; gru_infer does not support that")
+    constants = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    return _keras_tensors(args), (masks[0] if masks else None), constants
 
 
 def _tensor_list(value) -> list:
@@ -176,7 +179,16 @@ def _tensor_list(value) -> list:
 
 
 def _input_spec(layers: list, model_config: dict) -> tuple:
-    """(per-row shape, dtype) of the model input."""
+    """(per-row shape, dtype) of the model input.  A model that starts with an
+    Embedding takes token ids, whatever dtype Keras 2 noted for its input."""
+    shape, dtype = _declared_input(layers, model_config)
+    first = next((layer for layer in layers if layer["class_name"] != "InputLayer"), None)
+    if first is not None and first["class_name"] == "Embedding":
+        dtype = dtype if np.dtype(dtype).kind in "iu" else "int32"
+    return shape, dtype
+
+
+def _declared_input(layers: list, model_config: dict) -> tuple:
     for layer in layers:
         config = layer["config"]
         shape = config.get("batch_shape") or config.get("batch_input_shape")
@@ -275,12 +287,15 @@ class _Builder:
                      _activation_name(config.get("activation", "linear"), where),
                      self.hard_sigmoid)
 
-    def layer(self, layer: dict, position: int):
+    def layer(self, layer: dict, position: int, constants=()):
         """The gru_infer layer for one Keras layer (None for InputLayer)."""
         cls, config, name = layer["class_name"], layer["config"], layer["name"]
         where = f"{self.path}: layer #{position} {name!r} ({cls})"
         if cls == "InputLayer":
             return None
+        if cls == "NotEqual":
+            value = constants[0] if constants else config.get("y", 0)
+            return NotEqual(name, value)
         if cls in ("GRU", "GRUV2"):
             if config.get("return_state"):
                 raise KerasFileError(f"{where}: return_state=True is not supported")
@@ -380,14 +395,14 @@ def model_from_config(model_config: dict, weights, keras_major: int, path, sourc
     for position, layer in enumerate(layers):
         if layer["class_name"] == "InputLayer":
             continue
-        made = builder.layer(layer, position)
-        refs = [(INPUT if src == input_name else src, index)
-                for src, index in _inbound_refs(layer, position)]
+        refs, mask_ref, constants = _inbound(layer, position)
+        made = builder.layer(layer, position, constants)
+        rename = lambda ref: (INPUT if ref[0] == input_name else ref[0], ref[1])  # noqa: E731
         if len(refs) != 1:
             raise KerasFileError(f"{path}: layer #{position} {layer['name']!r} "
                                  f"({layer['class_name']}) takes {len(refs)} inputs; "
                                  "gru_infer supports layers with one input")
-        nodes.append(Node(made, refs))
+        nodes.append(Node(made, [rename(refs[0])], rename(mask_ref) if mask_ref else None))
     outputs = [(INPUT if src == input_name else src, index)
                for src, index in _tensor_list(top.get("output_layers", []))]
     return Model(nodes, outputs, input_shape=input_shape, input_dtype=input_dtype, source=source)
