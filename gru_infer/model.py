@@ -168,8 +168,9 @@ class Model:
         (batch, time) token ids.  One output array, or a list for models with
         several.  return_state=True also returns the final states, one
         (directions, batch, units) array per GRU layer, in layer order.
-        initial_states: such a list (or a dict by layer name); lengths: PyTorch
-        packed-sequence lengths, one per row."""
+        initial_states: such a list, a dict by layer name, or PyTorch's stacked
+        h0 (layers * directions, batch, units); lengths: PyTorch packed-sequence
+        lengths, one per row (outputs past a row's length are 0)."""
         x = self._check_input(x)
         run = RunContext(num_threads=resolve_num_threads(num_threads),
                          initial_states=self._states_by_name(initial_states))
@@ -188,6 +189,8 @@ class Model:
     def _states_by_name(self, states) -> dict:
         if states is None:
             return {}
+        if isinstance(states, np.ndarray) or (hasattr(states, "shape") and len(states.shape) == 3):
+            states = self._split_stacked_state(np.asarray(states))
         if isinstance(states, dict):
             unknown = set(states) - {r.name for r in self.recurrent_layers}
             if unknown:
@@ -199,6 +202,19 @@ class Model:
             raise ValueError(f"initial_states must hold one state per GRU layer "
                              f"({len(recurrent)}), got {len(states)}")
         return {r.name: s for r, s in zip(recurrent, states)}
+
+    def _split_stacked_state(self, state: np.ndarray) -> list:
+        """PyTorch's h0 (layers * directions, batch, units) -> one array per GRU layer."""
+        recurrent = self.recurrent_layers
+        total = sum(len(r.cells) for r in recurrent)
+        if state.ndim != 3 or state.shape[0] != total:
+            raise ValueError(f"a stacked initial state must have shape (layers * directions = "
+                             f"{total}, batch, units), got {state.shape}")
+        out, start = [], 0
+        for r in recurrent:
+            out.append(state[start : start + len(r.cells)])
+            start += len(r.cells)
+        return out
 
     def stream(self, batch_size: int = 1, *, num_threads=None) -> "Stream":
         """A stateful stream: feed steps or chunks, state carried between calls."""

@@ -1,0 +1,182 @@
+"""PyTorch checkpoints written by real PyTorch (tools/make_torch_fixtures.py),
+converted without torch, against torch's own outputs; live-module conversion
+when torch is installed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gru_infer
+from gru_infer.convert.torch import TorchConversionError, convert_state_dict, describe_torch_file
+
+FIXTURES = Path(__file__).parent / "fixtures" / "torch"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
+
+
+def fixture(name):
+    return FIXTURES / MANIFEST[name]["checkpoint"], np.load(FIXTURES / MANIFEST[name]["npz"])
+
+
+def stacked_state(states):
+    return np.concatenate(states, axis=0)
+
+
+@pytest.mark.parametrize("name", ["bigru2_linear_sd", "bigru2_linear_module",
+                                  "bigru2_linear_legacy"])
+def test_two_layer_bidirectional_gru_with_linear_head(name):
+    path, data = fixture(name)
+    model = gru_infer.convert(path)
+    y, states = model(data["x"], return_state=True)
+    np.testing.assert_allclose(y, data["y"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stacked_state(states), data["h_n"], rtol=0, atol=1e-5)
+
+
+def test_time_major_gru_with_initial_state():
+    path, data = fixture("gru_timemajor_h0")
+    model = gru_infer.convert(path)
+    x = data["x"].transpose(1, 0, 2)  # gru_infer is batch-first
+    y, states = model(x, initial_states=data["h0"], return_state=True)
+    np.testing.assert_allclose(y.transpose(1, 0, 2), data["y"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stacked_state(states), data["h_n"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", ["sorted", "unsorted"])
+def test_packed_sequences(order):
+    path, data = fixture("packed")
+    x = data["x"] if order == "sorted" else data["x_unsorted"]
+    lengths = data["lengths"] if order == "sorted" else data["lengths_unsorted"]
+    model = gru_infer.convert(path)
+    y, states = model(x, lengths=lengths, return_state=True)
+    np.testing.assert_allclose(y, data[f"y_{order}"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stacked_state(states), data[f"h_n_{order}"], rtol=0, atol=1e-5)
+
+
+def test_gru_without_bias():
+    path, data = fixture("gru_nobias")
+    y, states = gru_infer.convert(path)(data["x"], return_state=True)
+    np.testing.assert_allclose(y, data["y"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(states[0], data["h_n"], rtol=0, atol=1e-5)
+
+
+def test_training_checkpoint_with_head_on_last_step():
+    path, data = fixture("seq_module")
+    model = gru_infer.convert(path, head_on="last_step")
+    np.testing.assert_allclose(model(data["x"]), data["y"], rtol=0, atol=1e-5)
+    every_step = gru_infer.convert(path)
+    assert every_step(data["x"]).shape == data["x"].shape[:2] + (2,)
+
+
+def test_float64_checkpoint_computes_in_float64():
+    path, data = fixture("float64")
+    y, states = gru_infer.convert(path)(data["x"], return_state=True)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, data["y"], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+def test_half_precision_weights_widen_to_float32(name):
+    path, data = fixture(name)
+    model = gru_infer.convert(path)
+    cell = model.recurrent_layers[0].cells[0]
+    assert cell["W"].dtype == np.float32
+    H = cell["R"].shape[-1]
+    r, z, n = np.split(data["w_weight_ih_l0"], 3)
+    np.testing.assert_array_equal(cell["W"][0], np.concatenate([z, r, n]).astype(np.float32))
+    assert H * 3 == cell["W"].shape[1]
+
+
+def test_head_activation_option_and_cli_names():
+    path, data = fixture("bigru2_linear_sd")
+    model = gru_infer.convert(path, head_activation="sigmoid")
+    np.testing.assert_allclose(model(data["x"]), 1 / (1 + np.exp(-data["y"])), atol=1e-5)
+
+
+def test_info_lists_what_it_found():
+    path, _ = fixture("seq_module")
+    text = describe_torch_file(path)
+    assert "model_state_dict.model.encoder.rnn" in text and "hidden_size=6" in text
+    assert "model_state_dict.model.decoder" in text and "other tensors" in text
+
+
+def _random_gru_state(rng, prefix, I, H, layers=1):
+    state = {}
+    for k in range(layers):
+        state[f"{prefix}weight_ih_l{k}"] = rng.standard_normal((3 * H, I if k == 0 else H))
+        state[f"{prefix}weight_hh_l{k}"] = rng.standard_normal((3 * H, H))
+    return {k: v.astype(np.float32) for k, v in state.items()}
+
+
+def test_ambiguity_lists_candidates(rng):
+    state = _random_gru_state(rng, "enc.", 3, 4) | _random_gru_state(rng, "dec.", 4, 4)
+    with pytest.raises(TorchConversionError, match="several GRU stacks.*enc.*dec"):
+        convert_state_dict(state)
+    assert len(convert_state_dict(state, prefix="dec").recurrent_layers) == 1
+    state = _random_gru_state(rng, "", 3, 4) | {
+        "a.weight": np.ones((2, 4), np.float32), "b.weight": np.ones((5, 4), np.float32)}
+    with pytest.raises(TorchConversionError, match="several nn.Linear.*a \\(4->2\\).*b \\(4->5\\)"):
+        convert_state_dict(state)
+    assert convert_state_dict(state, head=["b"]).layers[-1].units == 5
+    with pytest.raises(TorchConversionError, match="no nn.GRU"):
+        convert_state_dict({"w.weight": np.ones((2, 2), np.float32)})
+
+
+def test_inconsistent_gru_shapes_are_named(rng):
+    state = _random_gru_state(rng, "", 3, 4, layers=2)
+    state["weight_hh_l1"] = state["weight_hh_l1"][:, :3]
+    with pytest.raises(TorchConversionError, match="weight_hh_l1 is shape"):
+        convert_state_dict(state)
+
+
+# -- live torch, when installed --------------------------------------------------------
+
+@pytest.fixture
+def live_torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_from_torch_matches_live_modules(live_torch, bidirectional, num_layers):
+    torch = live_torch
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(7, 9, num_layers=num_layers, bidirectional=bidirectional,
+                                    batch_first=True)
+            self.head = torch.nn.Linear(18 if bidirectional else 9, 4)
+            self.act = torch.nn.Softmax(dim=-1)
+
+        def forward(self, x):
+            return self.act(self.head(self.gru(x)[0]))
+
+    net = Net().eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(3, 11, 7)
+    model = gru_infer.from_torch(net)
+    with torch.inference_mode():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model(x.numpy()), expected, rtol=0, atol=1e-5)
+
+
+def test_from_torch_packed_unsorted(live_torch):
+    torch = live_torch
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(3, 5, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x = torch.randn(4, 9, 3)
+    lengths = torch.tensor([4, 9, 1, 6])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                     enforce_sorted=False)
+    h0 = torch.randn(4, 4, 5)
+    with torch.inference_mode():
+        out, h_n = gru(packed, h0)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=9)
+    model = gru_infer.from_torch(gru)
+    got, states = model(x.numpy(), lengths=lengths.numpy(), initial_states=h0.numpy(),
+                        return_state=True)
+    np.testing.assert_allclose(got, y.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(states), h_n.numpy(), rtol=0, atol=1e-5)
