@@ -49,6 +49,7 @@ cdef extern from "gru.h" nogil:
     void gru_set_blas(gru_sgemm_fn sgemm, gru_dgemm_fn dgemm)
     size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num_threads)
     int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int num_threads)
+    int gru_apply_activation(gru_dtype dtype, gru_activation act, void *values, int n)
     int gru_has_openmp()
     const char *gru_kernel_name()
 
@@ -79,6 +80,16 @@ cdef const void *checked_data(cnp.ndarray a, object dtype, tuple shape, str name
     if a.size == 0:
         return <const void *>1  # never read: C returns before touching empty data
     return cnp.PyArray_DATA(a)
+
+
+def apply_activation(str name, cnp.ndarray values):
+    """The core's own activation of a float32/float64 array (a copy): for tests."""
+    cdef cnp.ndarray out = np.array(values, order="C", copy=True)
+    if out.dtype not in (np.float32, np.float64):
+        raise TypeError(f"values must be float32 or float64, got {out.dtype}")
+    gru_apply_activation(GRU_FLOAT64 if out.dtype == np.float64 else GRU_FLOAT32,
+                         ACTIVATION_CODES[name], cnp.PyArray_DATA(out), out.size)
+    return out
 
 
 cdef class GRUCore:

@@ -25,17 +25,10 @@ static int gru_thread_count(void) { return 1; }
 #define GRU_SMALL_BATCH 16
 /* Below this much work per step and thread, another thread costs more in
  * synchronisation than it saves. */
-#define GRU_MIN_FLOPS_PER_THREAD 40000.0
+#define GRU_MIN_FLOPS_PER_THREAD 250000.0
 
 static gru_sgemm_fn blas_sgemm;
 static gru_dgemm_fn blas_dgemm;
-
-void gru_set_blas(gru_sgemm_fn sgemm, gru_dgemm_fn dgemm)
-{
-    blas_sgemm = sgemm;
-    blas_dgemm = dgemm;
-    gru_select_kernels();
-}
 
 int gru_has_openmp(void)
 {
@@ -83,16 +76,40 @@ static void gemm_f64(int m, int n, int k, const double *a, const double *b, doub
     blas_dgemm(&ta, &tb, &m, &n, &k, &one, (double *)a, &lda, (double *)b, &ldb, &zero, c, &ldc);
 }
 
+/* The template is compiled four times: float32 and float64, each portably
+ * and for AVX2+FMA (vectorised gate math); gru_forward picks at run time. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GRU_NO_DISPATCH)
+#define GRU_X86_DISPATCH 1
+#else
+#define GRU_X86_DISPATCH 0
+#endif
+
 #define REAL float
-#define GRU_NAME(x) x##_f32
-#define GRU_EXP expf
-#define GRU_TANH tanhf
+#define GRU_EXP gru_expf
+#define GRU_TANH gru_tanhf
 #define GRU_FABS fabsf
 #define GRU_GEMM gemm_f32
 #define GRU_MATVEC gru_packed_matvec_f32
+#define GRU_NAME(x) x##_f32
 #include "gru_impl.h"
-#undef REAL
 #undef GRU_NAME
+#if GRU_X86_DISPATCH
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define GRU_NAME(x) x##_f32_avx2
+#include "gru_impl.h"
+#undef GRU_NAME
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+#undef REAL
 #undef GRU_EXP
 #undef GRU_TANH
 #undef GRU_FABS
@@ -100,13 +117,66 @@ static void gemm_f64(int m, int n, int k, const double *a, const double *b, doub
 #undef GRU_MATVEC
 
 #define REAL double
-#define GRU_NAME(x) x##_f64
 #define GRU_EXP exp
 #define GRU_TANH tanh
 #define GRU_FABS fabs
 #define GRU_GEMM gemm_f64
 #define GRU_MATVEC gru_packed_matvec_f64
+#define GRU_NAME(x) x##_f64
 #include "gru_impl.h"
+#undef GRU_NAME
+#if GRU_X86_DISPATCH
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define GRU_NAME(x) x##_f64_avx2
+#include "gru_impl.h"
+#undef GRU_NAME
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+static int use_avx2 = 0;
+
+static void select_paths(void)
+{
+    gru_select_kernels();
+#if GRU_X86_DISPATCH
+    __builtin_cpu_init();
+    use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+}
+
+void gru_set_blas(gru_sgemm_fn sgemm, gru_dgemm_fn dgemm)
+{
+    blas_sgemm = sgemm;
+    blas_dgemm = dgemm;
+    select_paths();
+}
+
+int gru_apply_activation(gru_dtype dtype, gru_activation act, void *values, int n)
+{
+#if GRU_X86_DISPATCH
+    if (use_avx2) {
+        if (dtype == GRU_FLOAT64)
+            apply_activation_f64_avx2(act, (double *)values, n);
+        else
+            apply_activation_f32_avx2(act, (float *)values, n);
+        return 0;
+    }
+#endif
+    if (dtype == GRU_FLOAT64)
+        apply_activation_f64(act, (double *)values, n);
+    else
+        apply_activation_f32(act, (float *)values, n);
+    return 0;
+}
 
 size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num_threads)
 {
@@ -133,10 +203,14 @@ int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int n
     /* Callers hand in 64-byte-aligned workspace; malloc'd is 16-aligned, which
      * only costs speed. */
     ws = (char *)workspace;
-    if (layer->dtype == GRU_FLOAT64)
-        status = forward_f64(layer, io, ws, num_threads);
+#if GRU_X86_DISPATCH
+    if (use_avx2)
+        status = layer->dtype == GRU_FLOAT64 ? forward_f64_avx2(layer, io, ws, num_threads)
+                                             : forward_f32_avx2(layer, io, ws, num_threads);
     else
-        status = forward_f32(layer, io, ws, num_threads);
+#endif
+        status = layer->dtype == GRU_FLOAT64 ? forward_f64(layer, io, ws, num_threads)
+                                             : forward_f32(layer, io, ws, num_threads);
     free(owned);
     return status;
 }

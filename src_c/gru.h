@@ -79,6 +79,9 @@ size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num
  * NULL to allocate inside.  Returns 0, or -1 when allocation failed. */
 int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int num_threads);
 
+/* Applies an activation in place with the core's own code (for tests). */
+int gru_apply_activation(gru_dtype dtype, gru_activation act, void *values, int n);
+
 /* 1 when the core was built with OpenMP. */
 int gru_has_openmp(void);
 /* Name of the matvec kernel chosen for this CPU ("avx2-fma" or "generic"). */

@@ -15,6 +15,7 @@ import pickle
 import subprocess
 import sys
 import types
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -624,6 +625,25 @@ def test_bad_views_and_memory_bombs(tmp_path):
     _assert_value_error(path, "memory")
 
 
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+@pytest.mark.parametrize("body, match", [
+    # LONG_BINPUT 2**31-1: the C unpickler would allocate and zero a 16 GiB memo.
+    (op_value(1) + b"r\xff\xff\xff\x7f", "memo index"),
+    # BINBYTES8 / BYTEARRAY8 / BINUNICODE8 claiming 2**56 bytes.
+    (b"\x8e" + (2**56).to_bytes(8, "little") + b"abc", "truncated"),
+    (b"\x96" + (2**56).to_bytes(8, "little") + b"abc", "truncated"),
+    (b"\x8d" + (2**56).to_bytes(8, "little") + b"abc", "truncated"),
+    (b"\xff", "corrupt"),
+])
+def test_pickle_level_bombs_are_caught_before_unpickling(tmp_path, container, body, match):
+    data_pkl = whole_pickle(body)
+    if container == "zip":
+        path = write_zip(tmp_path / "bomb.pt", data_pkl, {})
+    else:
+        path = write_legacy(tmp_path / "bomb.pt", data_pkl, [])
+    _assert_value_error(path, match)
+
+
 def test_big_endian_archives_are_converted(tmp_path):
     for checkpoint, code in (("bigru2_linear_sd.pt", "f4"), ("bf16.pt", "u2"),
                              ("float64.pt", "f8")):
@@ -763,3 +783,25 @@ def test_random_tensors_round_trip_through_live_torch(tmp_path, zip_format):
         tensor = tensor.detach()
         expected_array = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
         np.testing.assert_array_equal(loaded[key], expected_array, err_msg=key)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_whole_module_names_match_live_state_dict(tmp_path, zip_format):
+    torch = pytest.importorskip("torch")
+
+    # torch's own classes only: pickle cannot save a class local to a test.
+    nn = torch.nn
+    model = nn.ModuleDict({"gru": nn.GRU(3, 4, num_layers=2, batch_first=True),
+                           "head": nn.Sequential(nn.Linear(4, 2), nn.ReLU())})
+    model.register_buffer("scale", torch.ones(2))
+    model.register_buffer("scratch", torch.zeros(1), persistent=False)
+    path = tmp_path / "model.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch may warn about module source code
+        torch.save(model, path, _use_new_zipfile_serialization=zip_format)
+    ours = load_state_dict(path)
+    reference = model.state_dict()
+    assert list(ours) == list(reference)  # "scratch" is not persistent
+    for key, value in reference.items():
+        np.testing.assert_array_equal(ours[key], value.numpy())
+

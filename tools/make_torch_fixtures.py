@@ -8,8 +8,8 @@ CPU build of torch 2.13.0):
     /work/venvs/torch/bin/python tools/make_torch_fixtures.py
 
 Everything is seeded, so a rerun with the same torch version reproduces the
-same numbers (the zip bytes may still differ: torch stamps a random
-serialization id into each archive).
+same numbers; the zip checkpoints even come out byte-identical, the legacy
+ones do not (their storage keys are the storages' memory addresses).
 
 For each fixture NAME the script writes the checkpoint (NAME.pt) and NAME.npz
 holding inputs plus torch's own outputs, and describes all of them in

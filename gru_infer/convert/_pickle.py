@@ -31,6 +31,7 @@ import _compat_pickle
 import collections
 import math
 import pickle
+import pickletools
 import re
 import sys
 from dataclasses import dataclass
@@ -41,14 +42,14 @@ from numpy.lib.stride_tricks import as_strided
 
 __all__ = [
     "CheckpointError",
-    "UnsafeCheckpointError",
+    "MemoryBudget",
     "PickledObject",
     "RestrictedUnpickler",
     "Storage",
     "StorageRef",
     "StorageType",
     "TorchDType",
-    "MemoryBudget",
+    "UnsafeCheckpointError",
 ]
 
 
@@ -99,7 +100,7 @@ class TorchDType(_Sealed):
     bfloat16 (raw uint16 -> float32) and bool (raw uint8 -> bool).
     """
 
-    __slots__ = ("name", "storage_class", "stored", "loaded")
+    __slots__ = ("loaded", "name", "storage_class", "stored")
 
     name: str            # torch name, e.g. "float32"
     storage_class: str   # legacy typed-storage class, e.g. "FloatStorage"
@@ -142,7 +143,6 @@ _DTYPES = [
     TorchDType("uint64", "", "u8", "u8"),
 ]
 _DTYPE_BY_NAME = {dtype.name: dtype for dtype in _DTYPES}
-_DTYPE_BY_STORAGE_CLASS = {d.storage_class: d for d in _DTYPES if d.storage_class}
 _UINT8 = _DTYPE_BY_NAME["uint8"]
 
 # torch spells some dtypes several ways; str(dtype) (what pickle records) is
@@ -160,7 +160,7 @@ class StorageType(_Sealed):
 
     ``dtype`` is None for ``torch.UntypedStorage`` (raw bytes)."""
 
-    __slots__ = ("qualified_name", "dtype")
+    __slots__ = ("dtype", "qualified_name")
 
     qualified_name: str
     dtype: TorchDType | None
@@ -199,7 +199,7 @@ class Storage(_Sealed):
     come out as None and are thrown away.
     """
 
-    __slots__ = ("dtype", "raw", "byteorder")
+    __slots__ = ("byteorder", "dtype", "raw")
 
     dtype: TorchDType
     raw: np.ndarray | None  # flat, contiguous uint8
@@ -263,7 +263,7 @@ class PickledObject:
 
     qualified_name: ClassVar[str] = "<unknown>"
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
         self = object.__new__(cls)
         self.args = args
         self.kwargs = kwargs
@@ -361,6 +361,12 @@ _UNSUPPORTED_TORCH_GLOBALS = {
 }
 
 
+# torch element types this reader does not convert (float8, quantized, ...).
+_UNSUPPORTED_TORCH_DTYPE = re.compile(
+    r"torch\.(float8_\w+|float4_\w+|complex32|chalf|bits\w+|q(u)?int\w+|u?int[1-7]"
+    r"|Q(U)?Int\w*Storage|ComplexHalfStorage|Float8\w*Storage)")
+
+
 def _ordered_dict(*args: Any) -> collections.OrderedDict:
     return collections.OrderedDict(*args)
 
@@ -403,7 +409,7 @@ class _AllowedCallable(_Sealed):
     callables ``_rebuild_from_type_v2`` may forward to.
     """
 
-    __slots__ = ("qualified_name", "_function", "rebuilds_tensor")
+    __slots__ = ("_function", "qualified_name", "rebuilds_tensor")
 
     def __init__(self, qualified_name: str, function: Callable[..., Any],
                  rebuilds_tensor: bool = False) -> None:
@@ -530,6 +536,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, load_storage: Callable[[StorageRef], Storage],
                  budget: MemoryBudget) -> None:
         super().__init__(file)
+        self._file = file
         self._load_storage = load_storage
         self._budget = budget
         self._stand_in_classes: dict[str, type[PickledObject]] = {}
@@ -549,6 +556,13 @@ class RestrictedUnpickler(pickle.Unpickler):
             (name, _AllowedCallable(name, function))
             for name, function in _SAFE_CALLABLES.items())
 
+    def load(self) -> Any:
+        """Check the opcode stream (see ``check_opcodes``), then unpickle."""
+        start = self._file.tell()
+        check_opcodes(self._file)
+        self._file.seek(start)
+        return super().load()
+
     # -- globals ------------------------------------------------------------
 
     def find_class(self, module: str, name: str) -> Any:
@@ -563,6 +577,10 @@ class RestrictedUnpickler(pickle.Unpickler):
             return self._callables[qualified]
         if qualified in _DTYPE_GLOBALS:
             return _DTYPE_GLOBALS[qualified]
+        if _UNSUPPORTED_TORCH_DTYPE.fullmatch(qualified):
+            raise CheckpointError(
+                f"the checkpoint holds tensors of type {qualified}, which this "
+                f"reader does not support")
         if qualified in _UNSUPPORTED_TORCH_GLOBALS:
             raise CheckpointError(
                 f"the checkpoint holds {_UNSUPPORTED_TORCH_GLOBALS[qualified]} "
@@ -673,6 +691,34 @@ class RestrictedUnpickler(pickle.Unpickler):
                           writeable=False)
         array = dtype.to_numpy(view)
         return _apply_metadata(array, metadata)
+
+
+def check_opcodes(file: Any) -> None:
+    """Walk one pickle's opcodes, without running them, up to its STOP.
+
+    The C unpickler trusts two things a damaged or hostile file can abuse:
+    a memo index (``LONG_BINPUT 2**31`` makes it allocate, and zero, a
+    memo table of 2**32 pointers) and a length prefix (``BYTEARRAY8 2**56``
+    makes it allocate that much before finding the data missing).
+    ``pickletools.genops`` only parses, reading lengths as it goes, so
+    truncation and unknown opcodes surface here, cheaply.  The caller
+    rewinds the file afterwards.
+    """
+    opcode_count = 0
+    highest_memo_index = -1
+    try:
+        for opcode, argument, _position in pickletools.genops(file):
+            opcode_count += 1
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                highest_memo_index = max(highest_memo_index, argument)
+    except Exception as exc:  # noqa: BLE001 - genops raises several types
+        raise CheckpointError(
+            f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from None
+    # pickle numbers memo slots 0, 1, 2, ...: never more slots than opcodes.
+    if highest_memo_index >= opcode_count:
+        raise CheckpointError(
+            f"pickle memo index {highest_memo_index} is out of proportion to "
+            f"its {opcode_count} opcodes")
 
 
 def _rebuild_parameter(data: Any, requires_grad: Any = False,

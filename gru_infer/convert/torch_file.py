@@ -28,7 +28,8 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from typing import Any, BinaryIO, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -44,11 +45,11 @@ from ._pickle import (
 
 __all__ = [
     "CheckpointError",
-    "UnsafeCheckpointError",
     "PickledObject",
-    "read_torch_file",
-    "load_state_dict",
+    "UnsafeCheckpointError",
     "flatten_tensors",
+    "load_state_dict",
+    "read_torch_file",
 ]
 
 # From torch/serialization.py.
@@ -77,6 +78,7 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
     allow-list (nothing from the file has run at that point), and
     ``CheckpointError`` for any other problem with the file's contents.
     Both are ``ValueError`` subclasses, and the message starts with the path.
+    A file that cannot be opened at all raises the usual ``OSError``.
     """
     path = os.fspath(path)
     with open(path, "rb") as file:
@@ -86,7 +88,7 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
             return _read(file, file_size, budget)
         except CheckpointError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - the contract is ValueError only
+        except Exception as exc:
             raise CheckpointError(
                 f"{path}: could not read the checkpoint "
                 f"({type(exc).__name__}: {exc})") from exc
@@ -148,11 +150,11 @@ def _unpickle(stream: BinaryIO, load_storage: Callable[[StorageRef], Storage],
     """Run the restricted unpickler, turning any failure into CheckpointError."""
     try:
         return RestrictedUnpickler(stream, load_storage, budget).load()
-    except CheckpointError:
-        raise
+    except CheckpointError as exc:
+        raise type(exc)(f"{what}: {exc}") from exc
     except EOFError:
         raise CheckpointError(f"{what}: the pickle is truncated") from None
-    except Exception as exc:  # noqa: BLE001 - damaged pickles fail in many ways
+    except Exception as exc:
         raise CheckpointError(
             f"{what}: corrupt pickle ({type(exc).__name__}: {exc})") from exc
 
@@ -168,8 +170,9 @@ def _no_storages(ref: StorageRef) -> Storage:
 def _read_zip(file: BinaryIO, budget: MemoryBudget) -> Any:
     try:
         archive = zipfile.ZipFile(file)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
-        raise CheckpointError(f"damaged or truncated zip archive ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, UnicodeDecodeError, ...
+        raise CheckpointError(
+            f"damaged or truncated zip archive ({type(exc).__name__}: {exc})") from None
     with archive:
         names = archive.namelist()
         if not names:
@@ -252,7 +255,40 @@ def _read_storage_record(archive: zipfile.ZipFile, name: str, ref: StorageRef,
 # Legacy format
 # ---------------------------------------------------------------------------
 
+class _ClampedReader:
+    """A file whose reads never ask for more than what is left in it.
+
+    A corrupt length prefix would otherwise make ``file.read(n)`` allocate
+    ``n`` bytes up front (BufferedReader does) before finding them missing.
+    """
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self._size = size
+
+    def _remaining(self) -> int:
+        return max(self._size - self._file.tell(), 0)
+
+    def read(self, n: int | None = -1) -> bytes:
+        remaining = self._remaining()
+        return self._file.read(remaining if n is None or n < 0 else min(n, remaining))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        return self._file.readinto(view[:self._remaining()])
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._file.readline(limit)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+
 def _read_legacy(file: BinaryIO, file_size: int, budget: MemoryBudget) -> Any:
+    file = _ClampedReader(file, file_size)  # type: ignore[assignment]
     try:
         magic = _unpickle(file, _no_storages, budget, "magic number")
     except CheckpointError as exc:
