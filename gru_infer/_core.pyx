@@ -49,6 +49,7 @@ cdef extern from "gru.h" nogil:
     void gru_set_blas(gru_sgemm_fn sgemm, gru_dgemm_fn dgemm)
     size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num_threads)
     int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int num_threads)
+    void gru_set_projection_path(int path)
     int gru_apply_activation(gru_dtype dtype, gru_activation act, void *values, int n)
     int gru_has_openmp()
     const char *gru_kernel_name()
@@ -80,6 +81,15 @@ cdef const void *checked_data(cnp.ndarray a, object dtype, tuple shape, str name
     if a.size == 0:
         return <const void *>1  # never read: C returns before touching empty data
     return cnp.PyArray_DATA(a)
+
+
+PROJECTION_PATHS = {"auto": 0, "blas": 1, "packed": 2}
+
+
+def set_projection_path(str path):
+    """How input projections are computed: "auto", "blas" or "packed" (tests,
+    measurements).  Process-wide; not for use while other threads run layers."""
+    gru_set_projection_path(PROJECTION_PATHS[path])
 
 
 def apply_activation(str name, cnp.ndarray values):

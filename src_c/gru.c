@@ -20,9 +20,9 @@ static int gru_thread_count(void) { return 1; }
 /* Input projections of one chunk of steps stay below this size, so memory is
  * bounded on long sequences while each GEMM stays large. */
 #define GRU_CHUNK_BYTES (8u << 20)
-/* A single streamed step of at most this many rows projects its input with
- * the packed kernel: BLAS GEMM costs more than the work at that size. */
-#define GRU_SMALL_BATCH 16
+/* The packed kernel projects inputs in blocks of this many rows (an L2-sized
+ * block of x while every weight panel passes over it). */
+#define GRU_PROJECTION_ROWS 96
 /* Below this much work per step and thread, another thread costs more in
  * synchronisation than it saves. */
 #define GRU_MIN_FLOPS_PER_THREAD 250000.0
@@ -38,6 +38,21 @@ int gru_has_openmp(void)
     return 0;
 #endif
 }
+
+/* Input projections: GRU_PROJECT_AUTO uses the packed kernel where the AVX2
+ * build runs (it beats SciPy's OpenBLAS sgemm on these shapes, measured in
+ * benchmarks/) and BLAS elsewhere; tests force each path. */
+static int projection_path = GRU_PROJECT_AUTO;
+static int use_avx2 = 0;
+
+void gru_set_projection_path(int path) { projection_path = path; }
+
+static int use_blas_projection_generic(void) { return projection_path != GRU_PROJECT_PACKED; }
+static int use_blas_projection_avx2(void) { return projection_path == GRU_PROJECT_BLAS; }
+#define use_blas_projection_f32 use_blas_projection_generic
+#define use_blas_projection_f64 use_blas_projection_generic
+#define use_blas_projection_f32_avx2 use_blas_projection_avx2
+#define use_blas_projection_f64_avx2 use_blas_projection_avx2
 
 static size_t align_up(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
@@ -142,8 +157,6 @@ static void gemm_f64(int m, int n, int k, const double *a, const double *b, doub
 #endif
 #endif
 
-static int use_avx2 = 0;
-
 static void select_paths(void)
 {
     gru_select_kernels();
@@ -185,7 +198,7 @@ size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num
     const size_t chunk = chunk_steps(batch, steps, layer->hidden_size, elem);
     (void)num_threads;
     return align_up(B * chunk * 3 * H * elem) + align_up(B * 3 * H * elem) +
-           3 * align_up(B * H * elem) + align_up(B * sizeof(int)) + 64;
+           3 * align_up(B * H * elem) + 2 * align_up(B * sizeof(int)) + 64;
 }
 
 int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int num_threads)

@@ -79,6 +79,11 @@ size_t gru_workspace_bytes(const gru_layer *layer, int batch, int steps, int num
  * NULL to allocate inside.  Returns 0, or -1 when allocation failed. */
 int gru_forward(const gru_layer *layer, const gru_io *io, void *workspace, int num_threads);
 
+/* How input projections are computed: auto (packed kernel on AVX2 CPUs,
+ * BLAS elsewhere), or forced (for tests and measurements). */
+enum { GRU_PROJECT_AUTO = 0, GRU_PROJECT_BLAS = 1, GRU_PROJECT_PACKED = 2 };
+void gru_set_projection_path(int path);
+
 /* Applies an activation in place with the core's own code (for tests). */
 int gru_apply_activation(gru_dtype dtype, gru_activation act, void *values, int n);
 

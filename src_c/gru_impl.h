@@ -17,6 +17,7 @@ typedef struct {
     REAL *h[2]; /* (batch, H) each: state before and after a step */
     REAL *rh;   /* (batch, H): r * h, reset-before only */
     int *lo;    /* (batch): the time index of each row's first gx row */
+    int *count; /* (batch): how many gx rows each row has in this chunk */
 } GRU_NAME(buffers);
 
 static void GRU_NAME(carve_buffers)(GRU_NAME(buffers) *buf, char *ws, int batch, int chunk, int H)
@@ -27,29 +28,26 @@ static void GRU_NAME(carve_buffers)(GRU_NAME(buffers) *buf, char *ws, int batch,
     buf->h[0] = (REAL *)ws; ws += align_up((size_t)batch * H * sizeof(REAL));
     buf->h[1] = (REAL *)ws; ws += align_up((size_t)batch * H * sizeof(REAL));
     buf->rh = (REAL *)ws;   ws += align_up((size_t)batch * H * sizeof(REAL));
-    buf->lo = (int *)ws;
+    buf->lo = (int *)ws;    ws += align_up((size_t)batch * sizeof(int));
+    buf->count = (int *)ws;
 }
 
-/* gx rows of one chunk of processing steps [s0, s0 + ns).  Row b needs the
- * time indices t(s) = s (forward) or L_b - 1 - s (reverse) for s < L_b: a
- * contiguous range [lo_b, hi_b), projected by one GEMM per row; when the chunk
- * covers the whole sequence one GEMM serves the whole batch. */
-static void GRU_NAME(project_chunk)(const gru_layer *L, const gru_direction *dir, const gru_io *io,
-                                    GRU_NAME(buffers) *buf, int chunk, int s0, int ns)
+/* Which gx rows one chunk of processing steps [s0, s0 + ns) needs.  Row b
+ * needs the time indices t(s) = s (forward) or L_b - 1 - s (reverse) for
+ * s < L_b: a contiguous range starting at lo_b.  When the chunk covers the
+ * whole sequence, every row holds all T steps, so the batch is one block. */
+static void GRU_NAME(chunk_rows)(const gru_direction *dir, const gru_io *io,
+                                 GRU_NAME(buffers) *buf, int s0, int ns)
 {
-    const int B = io->batch, T = io->steps, I = L->input_size, G = 3 * L->hidden_size;
-    const REAL *x = (const REAL *)io->x;
+    const int B = io->batch, T = io->steps;
     int b;
-
-    if (ns == T) {
-        for (b = 0; b < B; b++) buf->lo[b] = 0;
-        GRU_GEMM(G, B * T, I, (const REAL *)dir->W, x, buf->gx);
-        return;
-    }
     for (b = 0; b < B; b++) {
         const int len = io->lengths ? (int)io->lengths[b] : T;
         int lo, hi;
-        if (dir->reverse) {
+        if (ns == T) {
+            lo = 0;
+            hi = T;
+        } else if (dir->reverse) {
             hi = len - s0;
             lo = len - s0 - ns > 0 ? len - s0 - ns : 0;
         } else {
@@ -57,9 +55,53 @@ static void GRU_NAME(project_chunk)(const gru_layer *L, const gru_direction *dir
             hi = s0 + ns < len ? s0 + ns : len;
         }
         buf->lo[b] = lo;
-        if (hi > lo)
-            GRU_GEMM(G, hi - lo, I, (const REAL *)dir->W, x + ((size_t)b * T + lo) * I,
-                     buf->gx + (size_t)b * chunk * G);
+        buf->count[b] = hi > lo ? hi - lo : 0;
+    }
+}
+
+/* gx = x W^T for the chunk's rows with BLAS (one GEMM per row, or one for
+ * the whole batch when the chunk is the whole sequence). */
+static void GRU_NAME(project_blas)(const gru_layer *L, const gru_direction *dir, const gru_io *io,
+                                   GRU_NAME(buffers) *buf, int chunk, int ns)
+{
+    const int B = io->batch, T = io->steps, I = L->input_size, G = 3 * L->hidden_size;
+    const REAL *x = (const REAL *)io->x;
+    int b;
+    if (ns == T) {
+        GRU_GEMM(G, B * T, I, (const REAL *)dir->W, x, buf->gx);
+        return;
+    }
+    for (b = 0; b < B; b++)
+        if (buf->count[b] > 0)
+            GRU_GEMM(G, buf->count[b], I, (const REAL *)dir->W,
+                     x + ((size_t)b * T + buf->lo[b]) * I, buf->gx + (size_t)b * chunk * G);
+}
+
+/* The same with the packed kernel, for the hidden units of panels [p0, p1)
+ * only: each thread projects what its own gate pass will read, so no
+ * barrier is needed before the time loop.  Rows go in blocks that stay in
+ * L2 while every weight panel passes over them. */
+static void GRU_NAME(project_packed)(const gru_layer *L, const gru_direction *dir,
+                                     const gru_io *io, GRU_NAME(buffers) *buf, int chunk, int ns,
+                                     int p0, int p1)
+{
+    const int B = io->batch, T = io->steps, I = L->input_size, H = L->hidden_size, G = 3 * H;
+    const int P = (H + GRU_PANEL - 1) / GRU_PANEL;
+    const size_t Wgate = (size_t)P * I * GRU_PANEL;
+    const REAL *x = (const REAL *)io->x;
+    const REAL *W_packed = (const REAL *)dir->W_packed;
+    int b, g;
+    long r0, rows;
+    for (b = 0; b < (ns == T ? 1 : B); b++) {
+        const REAL *xb = ns == T ? x : x + ((size_t)b * T + buf->lo[b]) * I;
+        REAL *gxb = buf->gx + (size_t)b * chunk * G;
+        rows = ns == T ? (long)B * T : buf->count[b];
+        for (r0 = 0; r0 < rows; r0 += GRU_PROJECTION_ROWS) {
+            const int n = rows - r0 < GRU_PROJECTION_ROWS ? (int)(rows - r0) : GRU_PROJECTION_ROWS;
+            for (g = 0; g < 3; g++)
+                GRU_MATVEC(W_packed + g * Wgate, I, H, p0, p1, n, xb + r0 * I, I,
+                           gxb + r0 * G + g * H, G);
+        }
     }
 }
 
@@ -93,16 +135,15 @@ static void GRU_NAME(finish_state)(const gru_layer *L, const REAL *gh, REAL *can
 }
 
 static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
-                                    GRU_NAME(buffers) *buf, int chunk, int small_projection,
+                                    GRU_NAME(buffers) *buf, int chunk, int blas_projection,
                                     int num_threads)
 {
     const gru_direction *dir = &L->dir[d];
-    const int B = io->batch, T = io->steps, I = L->input_size, H = L->hidden_size;
+    const int B = io->batch, T = io->steps, H = L->hidden_size;
     const int G = 3 * H, D = L->num_directions, ldy = D * H;
     const int P = (H + GRU_PANEL - 1) / GRU_PANEL;
-    const size_t Wgate = (size_t)P * I * GRU_PANEL, Rgate = (size_t)P * H * GRU_PANEL;
-    const REAL *x = (const REAL *)io->x;
-    const REAL *W_packed = (const REAL *)dir->W_packed, *R_packed = (const REAL *)dir->R_packed;
+    const size_t Rgate = (size_t)P * H * GRU_PANEL;
+    const REAL *R_packed = (const REAL *)dir->R_packed;
     const REAL *bias_x = (const REAL *)dir->bias_x, *bias_hn = (const REAL *)dir->bias_hn;
     REAL *y = (REAL *)io->y + (size_t)d * H;
     int steps_done = 0, s0, b;
@@ -122,10 +163,8 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
 
     for (s0 = 0; s0 < T; s0 += chunk) {
         const int ns = T - s0 < chunk ? T - s0 : chunk;
-        if (small_projection)
-            for (b = 0; b < B; b++) buf->lo[b] = 0;
-        else
-            GRU_NAME(project_chunk)(L, dir, io, buf, chunk, s0, ns);
+        GRU_NAME(chunk_rows)(dir, io, buf, s0, ns);
+        if (blas_projection) GRU_NAME(project_blas)(L, dir, io, buf, chunk, ns);
 
 #pragma omp parallel num_threads(num_threads) if (num_threads > 1)
         {
@@ -135,10 +174,8 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
             REAL *h = buf->h[steps_done & 1], *h_next = buf->h[(steps_done & 1) ^ 1];
             int s, g, bb;
 
+            if (!blas_projection) GRU_NAME(project_packed)(L, dir, io, buf, chunk, ns, p0, p1);
             for (s = s0; s < s0 + ns; s++) {
-                if (small_projection) /* one streamed step: T == 1, rows x[b] */
-                    for (g = 0; g < 3; g++)
-                        GRU_MATVEC(W_packed + g * Wgate, I, H, p0, p1, B, x, I, buf->gx + g * H, G);
                 for (g = 0; g < (L->linear_before_reset ? 3 : 2); g++)
                     GRU_MATVEC(R_packed + g * Rgate, H, H, p0, p1, B, h, H, buf->gh + g * H, G);
 
@@ -214,8 +251,8 @@ static int GRU_NAME(forward)(const gru_layer *L, const gru_io *io, char *ws, int
     const int B = io->batch, T = io->steps, H = L->hidden_size, D = L->num_directions;
     const int chunk = chunk_steps(B, T, H, sizeof(REAL));
     const int P = (H + GRU_PANEL - 1) / GRU_PANEL;
-    const int small_projection = T == 1 && B <= GRU_SMALL_BATCH;
-    const double flops = 6.0 * H * (H + (small_projection ? L->input_size : 0)) * (B > 0 ? B : 1);
+    const int blas_projection = GRU_NAME(use_blas_projection)();
+    const double flops = 6.0 * H * (H + (blas_projection ? 0 : L->input_size)) * (B > 0 ? B : 1);
     const int nt = choose_threads(num_threads, P, flops);
     GRU_NAME(buffers) buf;
     int d;
@@ -233,7 +270,7 @@ static int GRU_NAME(forward)(const gru_layer *L, const gru_io *io, char *ws, int
     GRU_NAME(carve_buffers)(&buf, ws, B, chunk, H);
     for (d = 0; d < D; d++) {
         /* h_n[d] is written only after h0[d] was read: they may alias. */
-        GRU_NAME(run_direction)(L, d, io, &buf, chunk, small_projection, nt);
+        GRU_NAME(run_direction)(L, d, io, &buf, chunk, blas_projection, nt);
     }
     return 0;
 }

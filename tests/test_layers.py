@@ -97,6 +97,25 @@ def test_float64_matches_reference(case, rng):
                             dtype=np.float64, **case)
 
 
+@pytest.fixture(params=["blas", "packed"])
+def projection_path(request):
+    """Both ways of computing input projections, pinned to the reference."""
+    from gru_infer import _core
+
+    _core.set_projection_path(request.param)
+    yield request.param
+    _core.set_projection_path("auto")
+
+
+@pytest.mark.parametrize("case", seeded_grid(30, seed=9), ids=lambda c: "-".join(
+    f"{k}={v}" for k, v in c.items() if k in ("batch", "steps", "sizes", "direction", "lbr")))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_projection_paths_match_reference(case, dtype, projection_path, rng):
+    (input_size, hidden_size) = case.pop("sizes")
+    check_against_reference(rng, input_size=input_size, hidden_size=hidden_size, dtype=dtype,
+                            **case)
+
+
 @pytest.mark.parametrize("hard_sigmoid", ["keras2", "keras3"])
 def test_hard_sigmoid_definitions_differ_and_match(hard_sigmoid, rng):
     check_against_reference(rng, batch=3, steps=6, input_size=4, hidden_size=5, lbr=True,
@@ -107,11 +126,11 @@ def test_hard_sigmoid_definitions_differ_and_match(hard_sigmoid, rng):
                            activation_function("hard_sigmoid", "keras3")(v))
 
 
-@pytest.mark.parametrize("batch", [15, 16, 17, 40])
+@pytest.mark.parametrize("batch", [1, 5, 6, 7, 13, 17, 97])
 @pytest.mark.parametrize("num_threads", [1, 2, 3])
 def test_kernel_paths_and_thread_counts(batch, num_threads, rng):
-    """Around the switch from the packed input projection (one step, <= 16
-    rows) to BLAS, over thread counts that split the panels unevenly."""
+    """Batch sizes around the kernel's 6-row blocks and the projection's
+    96-row blocks, over thread counts that split the panels unevenly."""
     for steps, lbr in itertools.product([1, 2], [True, False]):
         check_against_reference(rng, batch=batch, steps=steps, input_size=33, hidden_size=70,
                                 lbr=lbr, direction="bidirectional", bias=True, h0=True,
@@ -120,7 +139,7 @@ def test_kernel_paths_and_thread_counts(batch, num_threads, rng):
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse"])
-def test_long_sequences_are_chunked_exactly(direction, rng):
+def test_long_sequences_are_chunked_exactly(direction, projection_path, rng):
     """16 x 400 steps x 3*256 floats exceeds the core's 8 MB projection chunk:
     several chunks, per-row GEMMs, rows of different lengths."""
     check_against_reference(rng, batch=16, steps=400, input_size=8, hidden_size=256, lbr=True,
