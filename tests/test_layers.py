@@ -111,6 +111,7 @@ def projection_path(request):
     f"{k}={v}" for k, v in c.items() if k in ("batch", "steps", "sizes", "direction", "lbr")))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_both_projection_paths_match_reference(case, dtype, projection_path, rng):
+    case = dict(case)
     (input_size, hidden_size) = case.pop("sizes")
     check_against_reference(rng, input_size=input_size, hidden_size=hidden_size, dtype=dtype,
                             **case)
