@@ -102,6 +102,14 @@ def apply_activation(str name, cnp.ndarray values):
     return out
 
 
+def activate_inplace(str name, cnp.ndarray values):
+    """Apply an activation in place to a C-contiguous float32/float64 array."""
+    if values.dtype not in (np.float32, np.float64) or not cnp.PyArray_IS_C_CONTIGUOUS(values):
+        raise TypeError("values must be a C-contiguous float32 or float64 array")
+    gru_apply_activation(GRU_FLOAT64 if values.dtype == np.float64 else GRU_FLOAT32,
+                         ACTIVATION_CODES[name], cnp.PyArray_DATA(values), values.size)
+
+
 cdef class GRUCore:
     """One GRU layer in the C core's terms; arrays are canonical + packed."""
 
@@ -136,6 +144,12 @@ cdef class GRUCore:
             self.layer.dir[d].bias_hn = checked_data(bias_hn, self.dtype, (H,), "bias_hn")
             self.layer.dir[d].reverse = bool(reverse)
         self._keep_alive = tuple(directions)
+
+    def bind(self, cnp.ndarray x, cnp.ndarray h0, cnp.ndarray y, cnp.ndarray h_n,
+             cnp.ndarray workspace, int num_threads):
+        """A BoundForward: this layer on these buffers, checked once, so a
+        streamed step costs one call and no Python-level work."""
+        return BoundForward(self, x, h0, y, h_n, workspace, num_threads)
 
     def workspace_bytes(self, int batch, int steps, int num_threads=1):
         return gru_workspace_bytes(&self.layer, batch, steps, num_threads)
@@ -172,5 +186,43 @@ cdef class GRUCore:
             status = gru_forward(&self.layer, &io, ws, num_threads)
         if status == -1:
             raise MemoryError("gru_infer: out of memory for the layer's workspace")
+        if status != 0:
+            raise RuntimeError(f"gru_infer core failed with status {status}")
+
+
+cdef class BoundForward:
+    """gru_forward on fixed buffers (a stream's step): calling it runs the
+    layer on whatever the buffers hold now."""
+
+    cdef GRUCore core
+    cdef gru_io io
+    cdef void *workspace
+    cdef int num_threads
+    cdef tuple _keep_alive
+
+    def __init__(self, GRUCore core, cnp.ndarray x, cnp.ndarray h0, cnp.ndarray y,
+                 cnp.ndarray h_n, cnp.ndarray workspace, int num_threads):
+        cdef int B = x.shape[0], T = x.shape[1]
+        cdef int D = core.layer.num_directions, H = core.layer.hidden_size
+        self.core = core
+        self.io.batch = B
+        self.io.steps = T
+        self.io.x = checked_data(x, core.dtype, (B, T, core.layer.input_size), "x")
+        self.io.h0 = checked_data(h0, core.dtype, (D, B, H), "h0")
+        self.io.y = <void *>checked_data(y, core.dtype, (B, T, D * H), "y")
+        self.io.h_n = <void *>checked_data(h_n, core.dtype, (D, B, H), "h_n")
+        self.io.lengths = NULL
+        self.io.mask = NULL
+        if workspace.nbytes < gru_workspace_bytes(&core.layer, B, T, num_threads):
+            raise ValueError("internal: workspace too small")
+        self.workspace = <void *>checked_data(workspace, np.uint8, (<object>workspace).shape,
+                                              "workspace")
+        self.num_threads = num_threads
+        self._keep_alive = (x, h0, y, h_n, workspace)
+
+    def __call__(self):
+        cdef int status
+        with nogil:
+            status = gru_forward(&self.core.layer, &self.io, self.workspace, self.num_threads)
         if status != 0:
             raise RuntimeError(f"gru_infer core failed with status {status}")

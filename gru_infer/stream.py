@@ -1,19 +1,31 @@
 """Stream: a model run step by step on live input, state carried between
-calls like a Keras stateful=True model.  Rows are independent streams."""
+calls like a Keras stateful=True model.  Rows are independent streams.
+
+Plain chains of GRU / Dense / Activation / Dropout layers (the usual
+streaming model) step through a plan made once: every buffer preallocated,
+the C core called straight from it, nothing allocated per step.  Other
+graphs step through the general model code."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _core, activations
 from ._threads import resolve_num_threads
-from .model import RunContext
+from .layers import Activation, Dense, Identity, Recurrent
+from .model import INPUT, RunContext
+
+# Activations the core applies in place (the rest go through NumPy).
+_CORE_ACTIVATIONS = {"sigmoid", "tanh", "relu", "linear", "softsign"}
 
 
 class Stream:
     """s.step(x_t) runs one timestep (batch, features) -> (batch, outputs);
     s.run(x_chunk) runs (batch, time, features); s.reset() clears every row,
     s.reset(rows) the chosen ones; s.state reads or sets the states (one
-    (directions, batch, units) array per GRU layer)."""
+    (directions, batch, units) array per GRU layer).  A masked step (Masking,
+    Embedding(mask_zero)) carries the state and outputs 0 if it opens a call,
+    as Keras does for each call of a stateful model."""
 
     def __init__(self, model, batch_size: int = 1, *, num_threads=None):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -32,8 +44,7 @@ class Stream:
             layer.name: np.zeros((1, batch_size, layer.hidden_sizes[0]), layer.dtype)
             for layer in model.recurrent_layers
         }
-        self._run = RunContext(num_threads=self.num_threads, initial_states=self._states,
-                               final_states=self._states)
+        self._plan = _StepPlan.build(model, self._states, batch_size, self.num_threads)
 
     # -- state -----------------------------------------------------------------
 
@@ -54,7 +65,8 @@ class Stream:
             if value.shape != target.shape or value.dtype.kind != "f":
                 raise ValueError(f"state of GRU {layer.name!r} must be a float array of shape "
                                  f"{target.shape}, got {value.dtype} {value.shape}")
-            target[...] = value
+        for layer, value in zip(layers, states):
+            self._states[layer.name][...] = value
 
     def reset(self, rows=None) -> None:
         """Zero the state of every row, or of the given rows (ints or a bool mask)."""
@@ -76,13 +88,106 @@ class Stream:
         if x.shape[0] != self.batch_size:
             raise ValueError(f"this stream has batch_size {self.batch_size}, "
                              f"got a chunk of shape {x.shape}")
-        outputs = self.model._run(x, self._run)
+        run = RunContext(num_threads=self.num_threads, initial_states=self._states)
+        outputs = self.model._run(x, run)
+        for name, state in run.final_states.items():
+            self._states[name][...] = state  # in place: the step plan holds these arrays
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def step(self, x_t):
-        """Outputs for one timestep x_t of shape (batch, features) (or (batch,) ids)."""
+    def step(self, x_t, out=None):
+        """Outputs for one timestep x_t of shape (batch, features) (or (batch,)
+        token ids).  out: an array to write the output into (no allocation)."""
+        if self._plan is not None:
+            return self._plan(x_t, out)
         x_t = np.asarray(x_t)
         outputs = self.run(x_t[:, None])
         if isinstance(outputs, list):
             return [o[:, 0] if o.ndim == 3 else o for o in outputs]
-        return outputs[:, 0] if outputs.ndim == 3 else outputs
+        result = outputs[:, 0] if outputs.ndim == 3 else outputs
+        if out is not None:
+            out[...] = result
+            return out
+        return result
+
+
+class _StepPlan:
+    """One timestep of a plain chain, with every buffer made in advance."""
+
+    @classmethod
+    def build(cls, model, states, batch, num_threads):
+        chain = all(node.inputs == [((model.nodes[i - 1].layer.name if i else INPUT), 0)]
+                    and node.mask_input is None for i, node in enumerate(model.nodes))
+        steppable = (Recurrent, Dense, Activation, Identity)
+        if (not chain or len(model.outputs) != 1 or model.input_dtype.kind != "f"
+                or len(model.input_shape) != 2 or model.input_shape[1] is None
+                or not all(isinstance(n.layer, steppable) for n in model.nodes)):
+            return None
+        return cls(model, states, batch, num_threads)
+
+    def __init__(self, model, states, batch, num_threads):
+        dtype = model.dtype
+        self.features = model.input_shape[1]
+        self.x = np.zeros((batch, 1, self.features), dtype)
+        self.ops = []
+        current = self.x
+        for node in model.nodes:
+            layer = node.layer
+            if isinstance(layer, Recurrent):
+                engine = layer.engines[0]
+                out = np.zeros((batch, 1, layer.hidden_sizes[0]), dtype)
+                workspace = np.empty(engine._core.workspace_bytes(batch, 1, num_threads), np.uint8)
+                state = states[layer.name]
+                threads = engine.num_threads or num_threads
+                self.ops.append(engine._core.bind(current, state, out, state, workspace, threads))
+            elif isinstance(layer, Dense):
+                out = np.zeros((batch, 1, layer.units), dtype)
+                self.ops.append(_dense_step(layer, current, out))
+            elif isinstance(layer, Activation):
+                out = np.zeros_like(current)
+                self.ops.append(_activation_step(layer.activation, layer.hard_sigmoid, current, out))
+            else:  # Identity
+                continue
+            current = out
+        self.output = current[:, 0]
+
+    def __call__(self, x_t, out=None):
+        x_t = np.asarray(x_t)
+        if x_t.shape != self.x.shape[::2]:
+            raise ValueError(f"step input must have shape (batch, features) = "
+                             f"{self.x.shape[::2]} (this stream has batch_size "
+                             f"{self.x.shape[0]}), got {x_t.shape}")
+        if x_t.dtype.kind != "f":
+            raise TypeError(f"step input must hold floats, got dtype {x_t.dtype}")
+        self.x[:, 0] = x_t
+        for op in self.ops:
+            op()
+        if out is None:
+            return self.output.copy()
+        out[...] = self.output
+        return out
+
+
+def _activation_step(name, hard_sigmoid, source, out):
+    """out = name(source), in place where the core has the activation."""
+    if name == "hard_sigmoid":
+        name = f"hard_sigmoid_{hard_sigmoid}"
+    if name in _CORE_ACTIVATIONS or name.startswith("hard_sigmoid_"):
+        def run():
+            np.copyto(out, source)
+            _core.activate_inplace(name, out)
+    else:
+        def run():
+            np.copyto(out, activations.apply(name, source))
+    return run
+
+
+def _dense_step(layer, source, out):
+    kernel, bias = layer.kernel, layer.bias
+    activate = _activation_step(layer.activation, layer.hard_sigmoid, out, out)
+
+    def run():
+        np.matmul(source, kernel, out=out)
+        if bias is not None:
+            np.add(out, bias, out=out)
+        activate()
+    return run

@@ -25,7 +25,7 @@ static int gru_thread_count(void) { return 1; }
 #define GRU_PROJECTION_ROWS 96
 /* Below this much work per step and thread, another thread costs more in
  * synchronisation than it saves. */
-#define GRU_MIN_FLOPS_PER_THREAD 250000.0
+#define GRU_MIN_FLOPS_PER_THREAD 100000.0
 
 static gru_sgemm_fn blas_sgemm;
 static gru_dgemm_fn blas_dgemm;
