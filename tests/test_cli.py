@@ -44,3 +44,21 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "missing.keras" in capsys.readouterr().err
     with pytest.raises(Exception):
         main(["--debug", "info", str(tmp_path / "missing.keras")])
+
+
+def test_bench_runs_quickly_on_a_small_model(tmp_path, capsys):
+    from gru_infer.bench import bench_model
+
+    import gru_infer
+
+    model = gru_infer.convert(FIXTURES / "torch" / "gru_nobias.pt")
+    results = bench_model(model, threads="1,2", batch_sizes="1,4", steps=5, seconds=0.01,
+                          progress=None)
+    assert set(results["threads"]) == {1, 2}
+    row = results["threads"][2]
+    assert row["stream_step_us"]["p50"] > 0 and set(row["throughput_seq_per_s"]) == {1, 4}
+    assert "seq/s" in capsys.readouterr().out
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    assert main(["bench", str(path), "--threads", "1", "--batch-sizes", "2", "--steps", "3",
+                 "--seconds", "0.01"]) == 0
