@@ -8,6 +8,7 @@ Friendly argument checking lives in layers.py; the checks here guard memory.
 """
 
 cimport numpy as cnp
+from libc.math cimport exp
 from libc.stdint cimport int64_t, uint8_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -108,6 +109,41 @@ def activate_inplace(str name, cnp.ndarray values):
         raise TypeError("values must be a C-contiguous float32 or float64 array")
     gru_apply_activation(GRU_FLOAT64 if values.dtype == np.float64 else GRU_FLOAT32,
                          ACTIVATION_CODES[name], cnp.PyArray_DATA(values), values.size)
+
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef void softmax_rows(real *v, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double top, total
+    for i in range(rows):
+        top = v[i * cols]
+        for j in range(1, cols):
+            if v[i * cols + j] > top:
+                top = v[i * cols + j]
+        total = 0
+        for j in range(cols):
+            v[i * cols + j] = <real>exp(v[i * cols + j] - top)
+            total += v[i * cols + j]
+        for j in range(cols):
+            v[i * cols + j] = <real>(v[i * cols + j] / total)
+
+
+def softmax_inplace(cnp.ndarray values):
+    """Softmax over the last axis, in place (a streamed step's head)."""
+    if values.dtype not in (np.float32, np.float64) or not cnp.PyArray_IS_C_CONTIGUOUS(values):
+        raise TypeError("values must be a C-contiguous float32 or float64 array")
+    if values.size == 0:
+        return
+    cdef Py_ssize_t cols = values.shape[values.ndim - 1]
+    cdef Py_ssize_t rows = values.size // cols
+    if values.dtype == np.float64:
+        softmax_rows(<double *>cnp.PyArray_DATA(values), rows, cols)
+    else:
+        softmax_rows(<float *>cnp.PyArray_DATA(values), rows, cols)
 
 
 cdef class GRUCore:

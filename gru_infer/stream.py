@@ -175,6 +175,10 @@ def _activation_step(name, hard_sigmoid, source, out):
         def run():
             np.copyto(out, source)
             _core.activate_inplace(name, out)
+    elif name == "softmax":
+        def run():
+            np.copyto(out, source)
+            _core.softmax_inplace(out)
     else:
         def run():
             np.copyto(out, activations.apply(name, source))

@@ -191,3 +191,21 @@ def test_two_threads_share_one_model(rng):
 def test_summary_lists_layers(rng):
     text = seed_like_model(rng).summary()
     assert "gru_1" in text and "dense" in text and "parameters" in text
+
+
+@pytest.mark.parametrize("activation", ["softmax", "tanh", "relu", "hard_sigmoid", "elu", "linear"])
+def test_step_plan_heads_match_whole_sequences(activation, rng):
+    """The preallocated step path (core activations, softmax, NumPy fallback)."""
+    from gru_infer.layers import Activation
+
+    model = Model.sequential([
+        Recurrent("gru", [cell(rng, 3, 6)]),
+        Dense("head", rng.standard_normal((6, 4)).astype(np.float32), None, activation),
+        Activation("act", "sigmoid"),
+    ], input_shape=(None, 3))
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    stream = model.stream(batch_size=2)
+    assert stream._plan is not None
+    out = np.empty((2, 4), np.float32)
+    steps = [stream.step(x[:, t], out=out).copy() for t in range(5)]
+    np.testing.assert_allclose(np.stack(steps, 1), model(x), atol=1e-6)
