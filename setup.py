@@ -43,6 +43,7 @@ if compiler_has_openmp():
     link_args.append("-fopenmp")
 else:
     print("gru_infer: the C compiler has no OpenMP; building single-threaded", file=sys.stderr)
+    compile_args.append("-Wno-unknown-pragmas")
 if os.environ.get("GRU_INFER_NATIVE") == "1":
     compile_args.append("-march=native")
 
