@@ -26,7 +26,7 @@ def _open_model(path, config=None, torch_options=None):
 
 def _torch_options(args) -> dict:
     options = {}
-    for key in ("prefix", "head_activation", "head_on"):
+    for key in ("prefix", "head_activation", "head_on", "batch_first"):
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
@@ -90,6 +90,8 @@ def _add_torch_options(parser):
                        help="activation after the Linear head: linear, sigmoid, softmax, ...")
     group.add_argument("--head-on", dest="head_on", choices=["every_step", "last_step"],
                        help="apply the Linear head to every timestep (default) or the last")
+    group.add_argument("--time-major", dest="batch_first", action="store_const", const=False,
+                       help="the nn.GRU was batch_first=False: inputs (time, batch, features)")
     parser.add_argument("--config", help="Keras weights-only files: the model's JSON config")
 
 

@@ -41,13 +41,16 @@ class Model:
     """
 
     def __init__(self, nodes, outputs, *, input_shape=(None, None), input_dtype="float32",
-                 source=None, input_name=INPUT):
+                 source=None, input_name=INPUT, time_major=False):
         self.nodes = [n if isinstance(n, Node) else Node(*n) for n in nodes]
         self.outputs = [tuple(o) for o in outputs]
         self.input_shape = tuple(input_shape)
         self.input_dtype = np.dtype(input_dtype)
         self.input_name = input_name
         self.source = dict(source or {})
+        # time_major: inputs (time, batch, ...) and sequence outputs likewise,
+        # as a PyTorch nn.GRU(batch_first=False) takes them.
+        self.time_major = bool(time_major)
         names = set()
         for node in self.nodes:
             if node.layer.name in names or node.layer.name == INPUT:
@@ -117,8 +120,9 @@ class Model:
         return "\n".join(lines)
 
     def _input_text(self):
-        shape = ", ".join("?" if s is None else str(s) for s in self.input_shape)
-        return f"(batch, {shape}) {self.input_dtype}"
+        shape = ", ".join("?" if s is None else str(s) for s in self.input_shape[1:])
+        order = "time, batch" if self.time_major else "batch, time"
+        return f"({order}{', ' + shape if shape else ''}) {self.input_dtype}"
 
     def _source_text(self):
         if not self.source:
@@ -150,6 +154,14 @@ class Model:
                              f"got {x.shape}")
         return x
 
+    def _to_batch_first(self, x):
+        return x.swapaxes(0, 1) if self.time_major else x
+
+    def _from_batch_first(self, outputs: list) -> list:
+        if not self.time_major:
+            return outputs
+        return [np.ascontiguousarray(o.swapaxes(0, 1)) if o.ndim == 3 else o for o in outputs]
+
     def _run(self, x, run: RunContext) -> list:
         values = {INPUT: [x]}
         masks = {INPUT: [None]}
@@ -166,19 +178,20 @@ class Model:
                  num_threads=None):
         """Outputs for a whole batch x: (batch, time, features) floats or
         (batch, time) token ids.  One output array, or a list for models with
-        several.  return_state=True also returns the final states, one
+        several.  A time-major model (PyTorch batch_first=False) takes and
+        returns (time, batch, ...) instead.  return_state=True also returns the final states, one
         (directions, batch, units) array per GRU layer, in layer order.
         initial_states: such a list, a dict by layer name, or PyTorch's stacked
         h0 (layers * directions, batch, units); lengths: PyTorch packed-sequence
         lengths, one per row (outputs past a row's length are 0)."""
-        x = self._check_input(x)
+        x = self._to_batch_first(self._check_input(x))
         run = RunContext(num_threads=resolve_num_threads(num_threads),
                          initial_states=self._states_by_name(initial_states))
         if lengths is not None:
             from ._checks import as_lengths
 
             run.lengths = as_lengths(lengths, x.shape[0], x.shape[1])
-        outputs = self._run(x, run)
+        outputs = self._from_batch_first(self._run(x, run))
         result = outputs[0] if len(outputs) == 1 else outputs
         if return_state:
             return result, [run.final_states[r.name] for r in self.recurrent_layers]

@@ -84,7 +84,7 @@ class Stream:
 
     def run(self, x_chunk):
         """Outputs for a chunk (batch, time, ...); states move to its end."""
-        x = self.model._check_input(x_chunk)
+        x = self.model._to_batch_first(self.model._check_input(x_chunk))
         if x.shape[0] != self.batch_size:
             raise ValueError(f"this stream has batch_size {self.batch_size}, "
                              f"got a chunk of shape {x.shape}")
@@ -92,6 +92,7 @@ class Stream:
         outputs = self.model._run(x, run)
         for name, state in run.final_states.items():
             self._states[name][...] = state  # in place: the step plan holds these arrays
+        outputs = self.model._from_batch_first(outputs)
         return outputs[0] if len(outputs) == 1 else outputs
 
     def step(self, x_t, out=None):
@@ -100,10 +101,11 @@ class Stream:
         if self._plan is not None:
             return self._plan(x_t, out)
         x_t = np.asarray(x_t)
-        outputs = self.run(x_t[:, None])
+        outputs = self.run(x_t[None] if self.model.time_major else x_t[:, None])
+        time_axis = 0 if self.model.time_major else 1
         if isinstance(outputs, list):
-            return [o[:, 0] if o.ndim == 3 else o for o in outputs]
-        result = outputs[:, 0] if outputs.ndim == 3 else outputs
+            return [o.take(0, time_axis) if o.ndim == 3 else o for o in outputs]
+        result = outputs.take(0, time_axis) if outputs.ndim == 3 else outputs
         if out is not None:
             out[...] = result
             return out

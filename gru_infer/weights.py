@@ -119,6 +119,7 @@ def save_model(model: Model, path) -> None:
                     "mask_input": list(n.mask_input) if n.mask_input else None}
                    for n in model.nodes],
         "outputs": [list(o) for o in model.outputs],
+        "time_major": model.time_major,
         "source": model.source,
     }
     tensors = {f"{n.layer.name}/{key}": value
@@ -162,7 +163,8 @@ def load(path) -> Model:
         return Model(nodes, [tuple(o) for o in config["outputs"]],
                      input_shape=tuple(config["input"]["shape"]),
                      input_dtype=config["input"]["dtype"], source=config.get("source"),
-                     input_name=config["input"].get("name", INPUT))
+                     input_name=config["input"].get("name", INPUT),
+                     time_major=bool(config.get("time_major", False)))
     except WeightFileError:
         raise
     except (KeyError, TypeError, ValueError) as error:

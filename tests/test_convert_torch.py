@@ -33,13 +33,27 @@ def test_two_layer_bidirectional_gru_with_linear_head(name):
     np.testing.assert_allclose(stacked_state(states), data["h_n"], rtol=0, atol=1e-5)
 
 
-def test_time_major_gru_with_initial_state():
+def test_time_major_gru_with_initial_state(tmp_path):
     path, data = fixture("gru_timemajor_h0")
-    model = gru_infer.convert(path)
-    x = data["x"].transpose(1, 0, 2)  # gru_infer is batch-first
-    y, states = model(x, initial_states=data["h0"], return_state=True)
+    batch_first = gru_infer.convert(path)  # a state dict does not say its layout
+    y = batch_first(data["x"].transpose(1, 0, 2), initial_states=data["h0"])
     np.testing.assert_allclose(y.transpose(1, 0, 2), data["y"], rtol=0, atol=1e-5)
+    model = gru_infer.convert(path, batch_first=False)
+    y, states = model(data["x"], initial_states=data["h0"], return_state=True)
+    np.testing.assert_allclose(y, data["y"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(stacked_state(states), data["h_n"], rtol=0, atol=1e-5)
+    model.save(tmp_path / "m.safetensors")
+    reloaded = gru_infer.load(tmp_path / "m.safetensors")
+    assert reloaded.time_major
+    stream = reloaded.stream(batch_size=2)
+    stream.state = [data["h0"]]
+    steps = np.stack([stream.step(data["x"][t]) for t in range(data["x"].shape[0])])
+    np.testing.assert_allclose(steps, data["y"], rtol=0, atol=1e-5)
+
+
+def test_whole_module_pickle_says_its_layout():
+    path, data = fixture("bigru2_linear_module")
+    assert not gru_infer.convert(path).time_major  # its nn.GRU has batch_first=True
 
 
 @pytest.mark.parametrize("order", ["sorted", "unsorted"])
@@ -176,6 +190,7 @@ def test_from_torch_packed_unsorted(live_torch):
         out, h_n = gru(packed, h0)
         y, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=9)
     model = gru_infer.from_torch(gru)
+    assert not model.time_major
     got, states = model(x.numpy(), lengths=lengths.numpy(), initial_states=h0.numpy(),
                         return_state=True)
     np.testing.assert_allclose(got, y.numpy(), rtol=0, atol=1e-5)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..layers import Activation, Dense, Recurrent
 from ..model import Model
-from .torch_file import load_state_dict
+from .torch_file import PickledObject, flatten_tensors, read_torch_file
 
 GRU_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 HEAD_ON = ("every_step", "last_step")
@@ -162,7 +162,8 @@ def head_chain(linears: list, start_size: int) -> list:
 
 
 def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="linear",
-                       hidden_activation=None, head_on="every_step", source=None) -> Model:
+                       hidden_activation=None, head_on="every_step", batch_first=True,
+                       source=None) -> Model:
     """A Model from a flat name -> array state dict.
 
     prefix: the key prefix of the GRU stack to use, when there are several.
@@ -172,6 +173,7 @@ def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="
     between Linears, required when there are several.  head_on: "every_step"
     (the Linear on every timestep) or "last_step" (on the state at each row's
     last valid step: the last layer's h_n, directions concatenated).
+    batch_first=False makes a time-major model: (time, batch, ...) in and out.
     """
     if head_on not in HEAD_ON:
         raise TorchConversionError(f"head_on must be one of {HEAD_ON}, got {head_on!r}")
@@ -228,28 +230,60 @@ def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="
         size = lin.out_features
     if not chain and head_activation not in (None, "linear"):
         layers.append(Activation("activation", head_activation))
-    return Model.sequential(layers, input_shape=(None, stack.input_size), source=source or {})
+    return Model.sequential(layers, input_shape=(None, stack.input_size), source=source or {},
+                            time_major=not batch_first)
+
+
+def _module_batch_first(obj, prefix: str):
+    """batch_first of the pickled nn.GRU at prefix in a whole-module pickle,
+    or None when the file holds a state dict (which does not say)."""
+    for part in [p for p in prefix.split(".") if p]:
+        if not isinstance(obj, PickledObject) or not obj.is_module:
+            return None
+        obj = obj.attributes.get("_modules", {}).get(part)
+    if isinstance(obj, PickledObject) and isinstance(obj.attributes.get("batch_first"), bool):
+        return obj.attributes["batch_first"]
+    return None
 
 
 def convert_torch(path, *, prefix=None, head=None, head_activation="linear",
-                  hidden_activation=None, head_on="every_step") -> Model:
+                  hidden_activation=None, head_on="every_step", batch_first=None) -> Model:
     """A Model from a torch.save file (state dict, training checkpoint or
-    whole module), read without torch and without running its pickle."""
-    state = load_state_dict(path)
+    whole module), read without torch and without running its pickle.
+    batch_first: the input layout; None takes it from a whole-module pickle's
+    nn.GRU, else True."""
+    obj = read_torch_file(path)
+    try:
+        state = load_tensors(obj)
+    except ValueError as error:
+        raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
     source = {"framework": "pytorch", "format": ".pt", "file": os.path.basename(os.fspath(path))}
     try:
+        if batch_first is None:
+            stacks = find_gru_stacks(state)
+            chosen = [s for s in stacks if prefix is None or s.prefix.rstrip(".") == prefix.rstrip(".")]
+            found = _module_batch_first(obj, chosen[0].prefix) if len(chosen) == 1 else None
+            batch_first = True if found is None else found
         return convert_state_dict(state, prefix=prefix, head=head,
                                   head_activation=head_activation or "linear",
                                   hidden_activation=hidden_activation, head_on=head_on,
-                                  source=source)
+                                  batch_first=batch_first, source=source)
     except TorchConversionError as error:
         raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
+
+
+def load_tensors(obj) -> dict:
+    """Flat name -> array of a loaded checkpoint; an error when it has none."""
+    state = flatten_tensors(obj)
+    if not state:
+        raise TorchConversionError("the checkpoint holds no named tensors")
+    return state
 
 
 def describe_torch_file(path) -> str:
     """What gru-infer info shows for a .pt file: the GRU stacks and Linear
     layers found, and how many other tensors there are."""
-    state = load_state_dict(path)
+    state = load_tensors(read_torch_file(path))
     stacks = find_gru_stacks(state)
     linears = find_linears(state, [s.prefix for s in stacks])
     lines = [f"{os.fspath(path)}: PyTorch checkpoint, {len(state)} tensors, "
@@ -283,6 +317,10 @@ def from_torch(module, **options) -> Model:
         raise TypeError(f"from_torch takes a torch.nn.Module, got {type(module).__name__}")
     state = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16
              else v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    if "batch_first" not in options:
+        grus = [m for m in module.modules() if isinstance(m, torch.nn.GRU)]
+        if len(grus) == 1:
+            options["batch_first"] = grus[0].batch_first
     if "head_activation" not in options:
         kinds = [(type(m).__name__) for _, m in module.named_modules()]
         last_linear = max((i for i, k in enumerate(kinds) if k == "Linear"), default=None)
