@@ -47,12 +47,10 @@ static int use_avx2 = 0;
 
 void gru_set_projection_path(int path) { projection_path = path; }
 
-static int use_blas_projection_generic(void) { return projection_path != GRU_PROJECT_PACKED; }
-static int use_blas_projection_avx2(void) { return projection_path == GRU_PROJECT_BLAS; }
-#define use_blas_projection_f32 use_blas_projection_generic
-#define use_blas_projection_f64 use_blas_projection_generic
-#define use_blas_projection_f32_avx2 use_blas_projection_avx2
-#define use_blas_projection_f64_avx2 use_blas_projection_avx2
+static int use_blas_projection(int avx2_build)
+{
+    return projection_path == GRU_PROJECT_BLAS || (projection_path == GRU_PROJECT_AUTO && !avx2_build);
+}
 
 static size_t align_up(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
@@ -93,38 +91,16 @@ static void gemm_f64(int m, int n, int k, const double *a, const double *b, doub
 
 /* The template is compiled four times: float32 and float64, each portably
  * and for AVX2+FMA (vectorised gate math); gru_forward picks at run time. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GRU_NO_DISPATCH)
-#define GRU_X86_DISPATCH 1
-#else
-#define GRU_X86_DISPATCH 0
-#endif
-
 #define REAL float
+#define GRU_SUFFIX _f32
 #define GRU_EXP gru_expf
 #define GRU_TANH gru_tanhf
 #define GRU_FABS fabsf
 #define GRU_GEMM gemm_f32
 #define GRU_MATVEC gru_packed_matvec_f32
-#define GRU_NAME(x) x##_f32
-#include "gru_impl.h"
-#undef GRU_NAME
-#if GRU_X86_DISPATCH
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
-#define GRU_NAME(x) x##_f32_avx2
-#include "gru_impl.h"
-#undef GRU_NAME
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
+#include "gru_instances.h"
 #undef REAL
+#undef GRU_SUFFIX
 #undef GRU_EXP
 #undef GRU_TANH
 #undef GRU_FABS
@@ -132,30 +108,13 @@ static void gemm_f64(int m, int n, int k, const double *a, const double *b, doub
 #undef GRU_MATVEC
 
 #define REAL double
+#define GRU_SUFFIX _f64
 #define GRU_EXP exp
 #define GRU_TANH tanh
 #define GRU_FABS fabs
 #define GRU_GEMM gemm_f64
 #define GRU_MATVEC gru_packed_matvec_f64
-#define GRU_NAME(x) x##_f64
-#include "gru_impl.h"
-#undef GRU_NAME
-#if GRU_X86_DISPATCH
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
-#define GRU_NAME(x) x##_f64_avx2
-#include "gru_impl.h"
-#undef GRU_NAME
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
+#include "gru_instances.h"
 
 static void select_paths(void)
 {

@@ -251,7 +251,7 @@ static int GRU_NAME(forward)(const gru_layer *L, const gru_io *io, char *ws, int
     const int B = io->batch, T = io->steps, H = L->hidden_size, D = L->num_directions;
     const int chunk = chunk_steps(B, T, H, sizeof(REAL));
     const int P = (H + GRU_PANEL - 1) / GRU_PANEL;
-    const int blas_projection = GRU_NAME(use_blas_projection)();
+    const int blas_projection = use_blas_projection(GRU_AVX2_BUILD);
     const double flops = 6.0 * H * (H + (blas_projection ? 0 : L->input_size)) * (B > 0 ? B : 1);
     const int nt = choose_threads(num_threads, P, flops);
     GRU_NAME(buffers) buf;

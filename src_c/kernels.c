@@ -4,12 +4,6 @@
 #include "gru.h"
 #include "kernels.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GRU_NO_DISPATCH)
-#define GRU_X86_DISPATCH 1
-#else
-#define GRU_X86_DISPATCH 0
-#endif
-
 #define REAL float
 #define GRU_NAME(x) x##_f32
 #include "kernels_impl.h"

@@ -9,6 +9,14 @@
 #ifndef GRU_INFER_KERNELS_H
 #define GRU_INFER_KERNELS_H
 
+/* 1 where an AVX2+FMA build of the hot code is compiled beside the portable
+ * one and chosen at run time. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GRU_NO_DISPATCH)
+#define GRU_X86_DISPATCH 1
+#else
+#define GRU_X86_DISPATCH 0
+#endif
+
 void gru_packed_matvec_f32(const float *Wp, int K, int n_out, int p0, int p1, int nb,
                            const float *x, long ldx, float *y, long ldy);
 void gru_packed_matvec_f64(const double *Wp, int K, int n_out, int p0, int p1, int nb,

@@ -12,14 +12,19 @@ import os
 import zipfile
 
 
+def read_head(path, size: int = 8) -> bytes:
+    """The first bytes of a file; a ValueError naming it when it can't be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError as error:
+        raise ValueError(f"{os.fspath(path)}: cannot read: {error.strerror or error}") from None
+
+
 def detect_format(path) -> str:
     """'keras' or 'torch', from the file's contents (not its name)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(8)
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read: {error.strerror or error}") from None
+    magic = read_head(path)
     if magic.startswith(b"\x89HDF"):
         return "keras"
     if magic.startswith(b"PK"):

@@ -439,12 +439,13 @@ def _load_config(config, path) -> dict:
 
 def convert_keras(path, *, config=None) -> Model:
     """Read a .keras, .h5 or .weights.h5 file (with config) into a Model."""
+    from . import read_head
+
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            magic = f.read(8)
-    except OSError as error:
-        raise KerasFileError(f"{path}: cannot read: {error.strerror or error}") from None
+        magic = read_head(path)
+    except ValueError as error:
+        raise KerasFileError(str(error)) from None
     try:
         if magic.startswith(b"PK"):
             return _convert_keras_archive(path)
