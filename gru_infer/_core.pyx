@@ -262,3 +262,68 @@ cdef class BoundForward:
             status = gru_forward(&self.core.layer, &self.io, self.workspace, self.num_threads)
         if status != 0:
             raise RuntimeError(f"gru_infer core failed with status {status}")
+
+
+cdef void dense_rows(const real *x, const real *kernel, const real *bias, real *y,
+                     Py_ssize_t rows, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """y = x @ kernel + bias, kernel (n_in, n_out) row-major: the inner loop runs
+    along a kernel row, so it vectorises."""
+    cdef Py_ssize_t b, i, j
+    cdef real xv
+    for b in range(rows):
+        for j in range(n_out):
+            y[b * n_out + j] = bias[j] if bias != NULL else 0
+        for i in range(n_in):
+            xv = x[b * n_in + i]
+            for j in range(n_out):
+                y[b * n_out + j] += xv * kernel[i * n_out + j]
+
+
+cdef class BoundDense:
+    """A Dense layer on fixed buffers (a stream's step): y = act(x @ kernel + bias)
+    in one call.  activation: a core activation name, or "softmax", or None
+    (the caller applies it)."""
+
+    cdef const void *x
+    cdef const void *kernel
+    cdef const void *bias
+    cdef void *y
+    cdef Py_ssize_t rows, n_in, n_out
+    cdef bint is_double
+    cdef int activation
+    cdef bint softmax
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray x, cnp.ndarray kernel, object bias, cnp.ndarray y,
+                 object activation):
+        dtype = kernel.dtype
+        self.n_in, self.n_out = kernel.shape[0], kernel.shape[1]
+        self.rows = y.size // self.n_out
+        self.kernel = checked_data(kernel, dtype, (self.n_in, self.n_out), "kernel")
+        self.x = checked_data(x, dtype, (<object>x).shape, "x")
+        self.y = <void *>checked_data(y, dtype, (<object>y).shape, "y")
+        if x.size != self.rows * self.n_in:
+            raise ValueError("internal: x and y hold different numbers of rows")
+        self.bias = NULL if bias is None else checked_data(bias, dtype, (self.n_out,), "bias")
+        self.is_double = dtype == np.float64
+        self.softmax = activation == "softmax"
+        self.activation = -1 if activation in (None, "softmax") else ACTIVATION_CODES[activation]
+        self._keep_alive = (x, kernel, bias, y)
+
+    def __call__(self):
+        with nogil:
+            if self.is_double:
+                dense_rows(<const double *>self.x, <const double *>self.kernel,
+                           <const double *>self.bias, <double *>self.y,
+                           self.rows, self.n_in, self.n_out)
+                if self.softmax:
+                    softmax_rows(<double *>self.y, self.rows, self.n_out)
+            else:
+                dense_rows(<const float *>self.x, <const float *>self.kernel,
+                           <const float *>self.bias, <float *>self.y,
+                           self.rows, self.n_in, self.n_out)
+                if self.softmax:
+                    softmax_rows(<float *>self.y, self.rows, self.n_out)
+            if self.activation >= 0:
+                gru_apply_activation(GRU_FLOAT64 if self.is_double else GRU_FLOAT32,
+                                     self.activation, self.y, self.rows * self.n_out)

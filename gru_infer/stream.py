@@ -169,18 +169,23 @@ class _StepPlan:
         return out
 
 
-def _activation_step(name, hard_sigmoid, source, out):
-    """out = name(source), in place where the core has the activation."""
+def _core_activation(name, hard_sigmoid):
+    """The name the core knows an activation by, or None."""
     if name == "hard_sigmoid":
         name = f"hard_sigmoid_{hard_sigmoid}"
-    if name in _CORE_ACTIVATIONS or name.startswith("hard_sigmoid_"):
+    return name if name in _CORE_ACTIVATIONS or name.startswith("hard_sigmoid_") else None
+
+
+def _activation_step(name, hard_sigmoid, source, out):
+    """out = name(source): in place by the core where it has the activation."""
+    core_name = _core_activation(name, hard_sigmoid)
+    if core_name is not None or name == "softmax":
+        apply = _core.softmax_inplace if name == "softmax" else (
+            lambda values: _core.activate_inplace(core_name, values))
+
         def run():
             np.copyto(out, source)
-            _core.activate_inplace(name, out)
-    elif name == "softmax":
-        def run():
-            np.copyto(out, source)
-            _core.softmax_inplace(out)
+            apply(out)
     else:
         def run():
             np.copyto(out, activations.apply(name, source))
@@ -188,12 +193,16 @@ def _activation_step(name, hard_sigmoid, source, out):
 
 
 def _dense_step(layer, source, out):
-    kernel, bias = layer.kernel, layer.bias
-    activate = _activation_step(layer.activation, layer.hard_sigmoid, out, out)
+    """One call into the core for x @ kernel + bias and the activation when it
+    has it; NumPy applies any other activation after."""
+    core_name = _core_activation(layer.activation, layer.hard_sigmoid)
+    if core_name is None and layer.activation == "softmax":
+        core_name = "softmax"
+    dense = _core.BoundDense(source, layer.kernel, layer.bias, out, core_name)
+    if core_name is not None:
+        return dense
 
     def run():
-        np.matmul(source, kernel, out=out)
-        if bias is not None:
-            np.add(out, bias, out=out)
-        activate()
+        dense()
+        np.copyto(out, activations.apply(layer.activation, out, layer.hard_sigmoid))
     return run

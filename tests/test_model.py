@@ -194,18 +194,23 @@ def test_summary_lists_layers(rng):
 
 
 @pytest.mark.parametrize("activation", ["softmax", "tanh", "relu", "hard_sigmoid", "elu", "linear"])
-def test_step_plan_heads_match_whole_sequences(activation, rng):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_step_plan_heads_match_whole_sequences(activation, dtype, bias, rng):
     """The preallocated step path (core activations, softmax, NumPy fallback)."""
     from gru_infer.layers import Activation
 
+    W, R, B = random_gru_weights(rng, 3, 6, dtype=dtype)
     model = Model.sequential([
-        Recurrent("gru", [cell(rng, 3, 6)]),
-        Dense("head", rng.standard_normal((6, 4)).astype(np.float32), None, activation),
+        Recurrent("gru", [dict(W=W, R=R, B=B)]),
+        Dense("head", rng.standard_normal((6, 4)).astype(dtype),
+              rng.standard_normal(4).astype(dtype) if bias else None, activation),
         Activation("act", "sigmoid"),
     ], input_shape=(None, 3))
-    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 5, 3)).astype(dtype)
     stream = model.stream(batch_size=2)
     assert stream._plan is not None
-    out = np.empty((2, 4), np.float32)
+    out = np.empty((2, 4), dtype)
     steps = [stream.step(x[:, t], out=out).copy() for t in range(5)]
+    assert steps[0].dtype == dtype
     np.testing.assert_allclose(np.stack(steps, 1), model(x), atol=1e-6)

@@ -1,0 +1,184 @@
+"""Markdown report from the merged results document (see run.py)."""
+
+from __future__ import annotations
+
+# Display unit per workload: (name, ns per unit).
+UNITS = {"W1": ("µs", 1e3), "tiny": ("µs", 1e3), "W2": ("µs", 1e3), "W3": ("ms", 1e6), "W4": ("ms", 1e6)}
+ORDER = ("W1", "W2", "W3", "W4", "tiny")
+BASE = "gru_infer"
+
+
+def _num(v: float) -> str:
+    return f"{v:.3g}" if v < 100 else f"{v:,.0f}"
+
+
+def _rows(doc):
+    return [r for run in doc["runs"] for r in run["results"]]
+
+
+def _engines(doc):
+    seen = []
+    for r in _rows(doc):
+        if r["engine"] not in seen:
+            seen.append(r["engine"])
+    return seen
+
+
+def _find(doc, workload, engine, threads):
+    for r in _rows(doc):
+        if (r["workload"], r["engine"], r["threads"]) == (workload, engine, threads) and "p50_ns" in r:
+            return r
+    return None
+
+
+def latency_table(doc) -> list:
+    engines = _engines(doc)
+    lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for w in ORDER:
+        unit, scale = UNITS[w]
+        for run in doc["runs"]:
+            n = run["threads"]
+            base = _find(doc, w, BASE, n)
+            if base is None and not any(_find(doc, w, e, n) for e in engines):
+                continue
+            cells = []
+            for e in engines:
+                r = _find(doc, w, e, n)
+                if r is None:
+                    cells.append("—")
+                    continue
+                cell = f"{_num(r['p50_ns'] / scale)} / {_num(r['p99_ns'] / scale)}"
+                if base is not None and e != BASE:
+                    cell += f" (×{r['p50_ns'] / base['p50_ns']:.2f})"
+                if r.get("note"):
+                    cell += " †"
+                cells.append(cell)
+            title = next(r["title"] for r in _rows(doc) if r["workload"] == w)
+            lines.append(f"| {w} {title} [{unit}] | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def throughput_table(doc) -> list:
+    engines = _engines(doc)
+    lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for w, key, label in (("W3", "seq_per_s", "sequences/s"), ("W4", "GFLOPs", "GFLOP/s")):
+        for run in doc["runs"]:
+            n = run["threads"]
+            peak = run["floors"]["sgemm_GFLOPs"]
+            cells = []
+            for e in engines:
+                r = _find(doc, w, e, n)
+                if r is None or key not in r:
+                    cells.append("—")
+                elif w == "W4":
+                    cells.append(f"{r[key]:.1f} ({100 * r[key] / peak:.0f}% of sgemm)")
+                else:
+                    cells.append(f"{r[key]:,.0f}")
+            if any(c != "—" for c in cells):
+                lines.append(f"| {w} {label} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def accuracy_table(doc) -> list:
+    engines = _engines(doc)
+    lines = ["| workload (checked slice) | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for w in ORDER:
+        rows = [r for r in _rows(doc) if r["workload"] == w and "max_abs_err" in r]
+        if not rows:
+            continue
+        cells = []
+        for e in engines:
+            errs = [r["max_abs_err"] for r in rows if r["engine"] == e]
+            if not errs:
+                cells.append("—")
+            else:
+                bad = any(r["mismatch"] for r in rows if r["engine"] == e)
+                cells.append(f"**{max(errs):.2e} MISMATCH**" if bad else f"{max(errs):.2e}")
+        r0 = rows[0]
+        what = f"{r0['check_rows']} row(s) × {r0['check_steps']} steps"
+        lines.append(f"| {w} ({what}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def floors_table(doc) -> list:
+    lines = ["| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s | bare gru_infer.GRU step, tiny: p50 / p99 |",
+             "|---|---|---|---|---|"]
+    for run in doc["runs"]:
+        f = run["floors"]
+        lines.append(
+            f"| {run['threads']} | {f['sum_p50_us']:.1f} µs ({f['sum_GBps']:.1f} GB/s) "
+            f"| {f['sgemv_p50_us']:.1f} µs ({f['sgemv_GBps']:.1f} GB/s) "
+            f"| {f['sgemm_GFLOPs']:.1f} (n={f['sgemm_n']}) "
+            f"| {f['bare_step_p50_us']:.2f} / {f['bare_step_p99_us']:.2f} µs |")
+    return lines
+
+
+def sweep_table(doc) -> list:
+    batches = sorted({s["batch"] for run in doc["runs"] for s in run["sweep"]})
+    if not batches:
+        return []
+    lines = ["| engine | thr | " + " | ".join(f"B={b}" for b in batches) + " |",
+             "|---|---|" + "---|" * len(batches)]
+    for e in _engines(doc):
+        for run in doc["runs"]:
+            by_b = {s["batch"]: s["seq_per_s"] for s in run["sweep"] if s["engine"] == e}
+            if by_b:
+                lines.append(f"| {e} | {run['threads']} | "
+                             + " | ".join(f"{by_b[b]:,.0f}" if b in by_b else "—" for b in batches) + " |")
+    return lines
+
+
+def markdown(doc) -> str:
+    m = doc["machine"]
+    v = doc["runs"][0]["versions"] if doc["runs"] else {}
+    tp = throughput_table(doc)
+    weight_mb = doc["runs"][0]["floors"]["weight_bytes"] / 1e6 if doc["runs"] else 0
+    out = [
+        "# gru_infer latency benchmark", "",
+        f"`{doc['command']}` — {doc['started']}", "",
+        f"CPU: {m['cpu']} ({m['cores']} cores visible); "
+        + ", ".join(f"{k} {val}" for k, val in v.items() if k in
+                    ("python", "numpy", "scipy", "gru_infer", "gru_infer_kernel", "torch", "onnxruntime")), "",
+        "Every (thread count, engine) pair and the floors ran in a fresh process with "
+        "OMP/OPENBLAS/MKL_NUM_THREADS set to the thread count before any import.", "",
+        "## Latency: p50 / p99 (×ratio = peer p50 / gru_infer p50; >1 means gru_infer is faster)", "",
+        *latency_table(doc), "",
+        *(["## Throughput", "", *tp, ""] if len(tp) > 2 else []),
+        "## Max abs error against the NumPy reference (max over thread counts)", "",
+        *accuracy_table(doc), "",
+        f"## Floors (weight read: all {weight_mb:.2f} MB of model M's float32 weights, once)", "",
+        *floors_table(doc), "",
+    ]
+    sweep = sweep_table(doc)
+    if sweep:
+        out += ["## Batch sweep: sequences/s, model M, T=100", "", *sweep, ""]
+    notes = []
+    if any(r.get("note") for r in _rows(doc)):
+        notes += sorted({f"† {r['engine']} {r['workload']}: {r['note']} (slow plain-NumPy loops)"
+                         for r in _rows(doc) if r.get("note")})
+    for run in doc["runs"]:
+        notes += [f"{run['threads']} thr: skipped {s['engine']}: {s['reason']}" for s in run["skipped"]]
+        notes += [f"{run['threads']} thr: error {e.splitlines()[0]} … {e.strip().splitlines()[-1]}"
+                  for e in run["errors"]]
+    for run in doc["runs"]:
+        loads = ", ".join(f"{p['part']} {p['loadavg_before'][0]:.1f}→{p['loadavg_after'][0]:.1f}"
+                          for p in run.get("parts", []))
+        if loads:
+            notes.append(f"{run['threads']} thr: 1-min load average before→after each process "
+                         f"(machine has {doc['machine']['cores']} cores): {loads}")
+    one = next((r["floors"]["sgemm_GFLOPs"] for r in doc["runs"] if r["threads"] == 1), None)
+    for run in doc["runs"]:
+        n, g = run["threads"], run["floors"]["sgemm_GFLOPs"]
+        if one and n > 1 and g < 0.75 * n * one:
+            notes.append(f"**{n} thr: sgemm reached only {g / one:.2f}× its 1-thread rate: the cores were not "
+                         f"free (shared machine), so the {n}-thread numbers measure contention, not the engines.**")
+    variants = sorted({r["variant"] for r in _rows(doc) if r["engine"] == BASE and r.get("variant")})
+    if variants:
+        notes.append(f"gru_infer ran as: {', '.join(variants)}")
+    mism = [r for r in _rows(doc) if r.get("mismatch")]
+    notes += [f"**MISMATCH** {r['workload']} {r['engine']} {r['threads']} thr: max abs err {r['max_abs_err']:.3g}"
+              for r in mism]
+    notes.append("W1 and tiny time one streamed step per call (state carried); the ONNX Runtime stream uses "
+                 "I/O binding with preallocated buffers; tiny = one GRU layer I=8, H=8: the per-call overhead.")
+    out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)
