@@ -6,6 +6,7 @@ prefers (folded biases, packed panels) and calls the core.
 
 from __future__ import annotations
 
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -17,6 +18,22 @@ from ._threads import resolve_num_threads
 GRU_DIRECTIONS = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}
 GRU_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "relu", "linear", "softsign")
 HARD_SIGMOID_VERSIONS = ("keras2", "keras3")
+
+
+# Scratch memory for the core, one buffer per thread, reused across calls and
+# layers: a fresh multi-megabyte buffer per call cost page faults on every call.
+_scratch = threading.local()
+_SCRATCH_KEEP_BYTES = 64 << 20  # larger one-off needs are not kept
+
+
+def _scratch_buffer(nbytes: int) -> np.ndarray:
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is not None and buffer.nbytes >= nbytes:
+        return buffer
+    buffer = np.empty(max(nbytes, 1), np.uint8)
+    if nbytes <= _SCRATCH_KEEP_BYTES:
+        _scratch.buffer = buffer
+    return buffer
 
 
 def pack_panels(matrix: np.ndarray, hidden_size: int) -> np.ndarray:
@@ -160,7 +177,8 @@ class GRU:
         threads = resolve_num_threads(num_threads if num_threads is not None else self.num_threads)
         y = np.empty((batch, steps, D * H), self.dtype)
         h_n = np.empty((D, batch, H), self.dtype)
-        self._core.forward(x, initial_state, lengths, mask, y, h_n, None, threads)
+        workspace = _scratch_buffer(self._core.workspace_bytes(batch, steps, threads))
+        self._core.forward(x, initial_state, lengths, mask, y, h_n, workspace, threads)
         return y, h_n
 
 
