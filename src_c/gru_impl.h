@@ -100,7 +100,7 @@ static void GRU_NAME(project_packed)(const gru_layer *L, const gru_direction *di
             const int n = rows - r0 < GRU_PROJECTION_ROWS ? (int)(rows - r0) : GRU_PROJECTION_ROWS;
             for (g = 0; g < 3; g++)
                 GRU_MATVEC(W_packed + g * Wgate, I, H, p0, p1, n, xb + r0 * I, I,
-                           gxb + r0 * G + g * H, G);
+                           gxb + r0 * G + g * H, G, 0);
         }
     }
 }
@@ -176,8 +176,15 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
 
             if (!blas_projection) GRU_NAME(project_packed)(L, dir, io, buf, chunk, ns, p0, p1);
             for (s = s0; s < s0 + ns; s++) {
-                for (g = 0; g < (L->linear_before_reset ? 3 : 2); g++)
-                    GRU_MATVEC(R_packed + g * Rgate, H, H, p0, p1, B, h, H, buf->gh + g * H, G);
+                /* Alternate the order in which R is read from one step to
+                 * the next: the end of one pass is still in cache for the
+                 * start of the next. */
+                const int descending = s & 1, gates = L->linear_before_reset ? 3 : 2;
+                for (g = 0; g < gates; g++) {
+                    const int gate = descending ? gates - 1 - g : g;
+                    GRU_MATVEC(R_packed + gate * Rgate, H, H, p0, p1, B, h, H, buf->gh + gate * H,
+                               G, descending);
+                }
 
                 for (bb = 0; bb < B; bb++) {
                     const int len = io->lengths ? (int)io->lengths[bb] : T;
@@ -218,7 +225,8 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
                 if (!L->linear_before_reset) {
                     /* n = phi(Wx + b + R_h (r * h)): R_h needs every unit's r * h. */
 #pragma omp barrier
-                    GRU_MATVEC(R_packed + 2 * Rgate, H, H, p0, p1, B, buf->rh, H, buf->gh + 2 * H, G);
+                    GRU_MATVEC(R_packed + 2 * Rgate, H, H, p0, p1, B, buf->rh, H, buf->gh + 2 * H,
+                               G, s & 1);
                     for (bb = 0; bb < B; bb++) {
                         const int len = io->lengths ? (int)io->lengths[bb] : T;
                         const int t = dir->reverse ? len - 1 - s : s;
