@@ -362,6 +362,27 @@ class NotEqual(Layer):
         return [np.asarray(inputs[0]) != self.value], [None]
 
 
+class ReduceAny(Layer):
+    """A boolean reduction: any(input, axis) (Keras 3 writes the mask of
+    Masking in functional models as NotEqual, then Any over the features)."""
+
+    kind = "any"
+
+    def __init__(self, name, axis=-1, keepdims=False):
+        super().__init__(name)
+        self.axis, self.keepdims = int(axis), bool(keepdims)
+
+    def config(self):
+        return {"axis": self.axis, "keepdims": self.keepdims}
+
+    @classmethod
+    def from_saved(cls, name, config, tensors):
+        return cls(name, config["axis"], config.get("keepdims", False))
+
+    def call(self, inputs, masks, run):
+        return [np.any(inputs[0], axis=self.axis, keepdims=self.keepdims)], [None]
+
+
 class Embedding(Layer):
     """Token ids (batch, time) -> vectors; mask_zero masks id 0."""
 
@@ -583,5 +604,5 @@ class Recurrent(Layer):
         return [np.ascontiguousarray(y)], [out_mask]
 
 
-MODEL_LAYERS = {cls.kind: cls for cls in (Dense, Activation, Identity, Masking, NotEqual, Embedding,
-                                          Recurrent)}
+MODEL_LAYERS = {cls.kind: cls for cls in (Dense, Activation, Identity, Masking, NotEqual, ReduceAny,
+                                          Embedding, Recurrent)}

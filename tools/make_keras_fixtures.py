@@ -552,6 +552,32 @@ def make_masking():
                  "masked steps keep previous state", "padding at end/middle/start"])
 
 
+def make_func_masking():
+    """Functional models with Masking: Keras 3 writes the mask as op nodes
+    (NotEqual, then Any over the features) passed to the GRUs as mask=;
+    Keras 2 keeps it implicit.  Also ReLU and Softmax as layers."""
+    def build(K):
+        L = K.layers
+        inp = K.Input(shape=(None, 3), name="frames")
+        h = L.Masking(mask_value=0.0)(inp)
+        h = L.GRU(6, return_sequences=True)(h)
+        h = L.ReLU()(h)
+        h = L.GRU(4)(h)
+        out = L.Softmax()(L.Dense(3)(h))
+        return K.Model(inp, out, name="func_masking")
+
+    for K in (k3, k2):
+        fixture(K, named("func_masking", K), build, masking_input,
+                "functional Masking(0.0)->GRU(6, seq)->ReLU layer->GRU(4)->Dense(3)->Softmax "
+                "layer; zero timesteps at the end, middle and start",
+                ["functional Masking (Keras 3: NotEqual + Any op nodes and mask= kwargs)",
+                 "ReLU and Softmax layers"])
+    fixture(k3, "func_masking_k3_legacy", build, masking_input,
+            "the same model saved by Keras 3 as legacy .h5",
+            ["Keras 3 legacy h5 with NotEqual/Any op nodes"],
+            save=functools.partial(save_k3_h5, rebuild=build))
+
+
 # --------------------------------------------------------------------------
 # 8. Embedding(mask_zero=True)
 # --------------------------------------------------------------------------
@@ -798,6 +824,7 @@ def main(argv=None) -> int:
         (("bidir_k3", "bidir_tf2", "bidir_modes_k3"), make_bidir),
         (("bidir_mask_k3", "bidir_mask_tf2"), make_bidir_mask),
         (("masking_k3", "masking_tf2"), make_masking),
+        (("func_masking_k3", "func_masking_tf2", "func_masking_k3_legacy"), make_func_masking),
         (("embedding_k3", "embedding_tf2"), make_embedding),
         (("go_backwards_k3",), make_go_backwards),
         (("no_bias_k3", "no_bias_tf2"), make_no_bias),

@@ -21,13 +21,14 @@ import zipfile
 
 import numpy as np
 
-from ..layers import Activation, Dense, Embedding, Identity, Masking, NotEqual, Recurrent
+from ..layers import (Activation, Dense, Embedding, Identity, Masking, NotEqual, Recurrent,
+                      ReduceAny)
 from ..model import INPUT, Model, Node
 
 IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
                     "AlphaDropout", "ActivityRegularization")
 SUPPORTED = ("InputLayer", "GRU", "Bidirectional", "Dense", "TimeDistributed(Dense)", "Embedding",
-             "Masking", "Activation", "NotEqual") + IDENTITY_CLASSES
+             "Masking", "Activation", "ReLU", "Softmax", "NotEqual", "Any") + IDENTITY_CLASSES
 GRU_CELL_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "relu", "linear", "softsign")
 
 
@@ -296,6 +297,20 @@ class _Builder:
         if cls == "NotEqual":
             value = constants[0] if constants else config.get("y", 0)
             return NotEqual(name, value)
+        if cls == "Any":
+            return ReduceAny(name, config.get("axis", -1), config.get("keepdims", False))
+        if cls == "ReLU":
+            plain = not config.get("negative_slope") and not config.get("threshold")
+            if plain and config.get("max_value") in (None, 6, 6.0):
+                return Activation(name, "relu" if config.get("max_value") is None else "relu6")
+            raise KerasFileError(f"{where}: ReLU with negative_slope/threshold/max_value "
+                                 f"{config.get('negative_slope')}/{config.get('threshold')}/"
+                                 f"{config.get('max_value')} is not supported")
+        if cls == "Softmax":
+            if config.get("axis", -1) not in (-1, [-1]):
+                raise KerasFileError(f"{where}: Softmax over axis {config.get('axis')} is not "
+                                     "supported; only the last axis")
+            return Activation(name, "softmax")
         if cls in ("GRU", "GRUV2"):
             if config.get("return_state"):
                 raise KerasFileError(f"{where}: return_state=True is not supported")
