@@ -13,12 +13,6 @@ import numpy as np
 
 def _open_model(path, config=None, torch_options=None):
     """A Model from a gru_infer weight file or straight from a checkpoint."""
-    from .weights import load
-
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: length, then a JSON header
-        return load(path)
     from .convert import convert
 
     return convert(path, config=config, **(torch_options or {}))
@@ -46,7 +40,7 @@ def cmd_info(args):
     try:
         kind = detect_format(args.file)
     except ValueError:
-        kind = "gru_infer"
+        kind = "unknown"
     if kind == "torch" and not _torch_options(args):
         from .convert.torch import describe_torch_file
 

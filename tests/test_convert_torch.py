@@ -195,3 +195,17 @@ def test_from_torch_packed_unsorted(live_torch):
                         return_state=True)
     np.testing.assert_allclose(got, y.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(states), h_n.numpy(), rtol=0, atol=1e-5)
+
+
+def test_state_dict_saved_as_safetensors(tmp_path):
+    """safetensors.torch.save_file(model.state_dict(), ...) files convert too."""
+    from gru_infer.weights import write_safetensors
+
+    path, data = fixture("bigru2_linear_sd")
+    state = {k[len("sd_"):]: data[k] for k in data.files if k.startswith("sd_")}
+    write_safetensors(tmp_path / "model.safetensors", state, {"format": "pt"})
+    model = gru_infer.convert(tmp_path / "model.safetensors")
+    np.testing.assert_allclose(model(data["x"]), data["y"], rtol=0, atol=1e-5)
+    assert model.source["format"] == ".safetensors"
+    model.save(tmp_path / "ours.safetensors")  # and our own files simply load
+    assert gru_infer.convert(tmp_path / "ours.safetensors").parameter_count == model.parameter_count

@@ -22,9 +22,11 @@ def read_head(path, size: int = 8) -> bytes:
 
 
 def detect_format(path) -> str:
-    """'keras' or 'torch', from the file's contents (not its name)."""
+    """'keras', 'torch' or 'safetensors', from the file's contents (not its name)."""
     path = os.fspath(path)
-    magic = read_head(path)
+    magic = read_head(path, 9)
+    if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
+        return "safetensors"
     if magic.startswith(b"\x89HDF"):
         return "keras"
     if magic.startswith(b"PK"):
@@ -49,9 +51,20 @@ def convert(src, *, config=None, **torch_options):
 
     config: the model's JSON config for Keras weights-only files (a path, JSON
     text or a dict; by default the .json beside the file).  torch_options go
-    to the PyTorch reader (see gru_infer.convert.torch.convert_torch).
+    to the PyTorch reader (see gru_infer.convert.torch.convert_torch); they
+    also apply to a PyTorch state dict saved as safetensors.  A gru_infer
+    weight file is simply loaded.
     """
     kind = detect_format(src)
+    if kind == "safetensors":
+        from ..weights import FORMAT_NAME, load, read_safetensors
+
+        tensors, metadata = read_safetensors(src)
+        if metadata.get("format") == FORMAT_NAME:
+            return load(src)
+        from .torch import convert_safetensors_state_dict
+
+        return convert_safetensors_state_dict(src, tensors, **torch_options)
     if kind == "keras":
         if torch_options:
             raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")

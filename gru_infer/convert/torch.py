@@ -234,6 +234,18 @@ def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="
                             time_major=not batch_first)
 
 
+def convert_safetensors_state_dict(path, tensors: dict, *, batch_first=True, **options) -> Model:
+    """A Model from a PyTorch state dict saved with safetensors
+    (safetensors.torch.save_file(model.state_dict(), path))."""
+    source = {"framework": "pytorch", "format": ".safetensors",
+              "file": os.path.basename(os.fspath(path))}
+    try:
+        return convert_state_dict(tensors, batch_first=True if batch_first is None else batch_first,
+                                  source=source, **options)
+    except TorchConversionError as error:
+        raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
+
+
 def _module_batch_first(obj, prefix: str):
     """batch_first of the pickled nn.GRU at prefix in a whole-module pickle,
     or None when the file holds a state dict (which does not say)."""
