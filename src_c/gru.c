@@ -27,6 +27,8 @@ static int gru_thread_count(void) { return 1; }
  * synchronisation than it saves. */
 #define GRU_MIN_FLOPS_PER_THREAD 100000.0
 
+enum { GRU_ROW_DONE, GRU_ROW_MASKED, GRU_ROW_RUN };
+
 /* A recurrent matrix up to this size stays in one core's L2 between steps. */
 #define GRU_L2_BYTES (384u << 10)
 

@@ -105,6 +105,17 @@ static void GRU_NAME(project_packed)(const gru_layer *L, const gru_direction *di
     }
 }
 
+/* What row b does at processing step s: GRU_ROW_DONE past its length
+ * (PyTorch lengths), GRU_ROW_MASKED at a Keras-masked step, else GRU_ROW_RUN;
+ * *t gets the time index the step reads and writes. */
+static inline int GRU_NAME(row_step)(const gru_io *io, int reverse, int b, int s, int *t)
+{
+    const int len = io->lengths ? (int)io->lengths[b] : io->steps;
+    if (s >= len) return GRU_ROW_DONE;
+    *t = reverse ? len - 1 - s : s;
+    return io->mask && !io->mask[(size_t)b * io->steps + *t] ? GRU_ROW_MASKED : GRU_ROW_RUN;
+}
+
 /* z and r of units [u0, u1) of one row, in place in gh: act(gx + b + gh). */
 static void GRU_NAME(update_and_reset_gates)(const gru_layer *L, const REAL *gx, const REAL *bias,
                                              REAL *gh, int u0, int u1)
@@ -187,8 +198,8 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
                 }
 
                 for (bb = 0; bb < B; bb++) {
-                    const int len = io->lengths ? (int)io->lengths[bb] : T;
-                    const int t = dir->reverse ? len - 1 - s : s;
+                    int t = 0;
+                    const int what = GRU_NAME(row_step)(io, dir->reverse, bb, s, &t);
                     REAL *gh = buf->gh + (size_t)bb * G;
                     REAL *y_row = y + ((size_t)bb * T + t) * ldy;
                     const REAL *hb = h + (size_t)bb * H;
@@ -196,11 +207,11 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
                     const REAL *gx;
                     int j;
 
-                    if (s >= len || (io->mask && !io->mask[(size_t)bb * T + t])) {
+                    if (what != GRU_ROW_RUN) {
                         /* Not run: state carried.  A masked step repeats the
                          * previous step's output, 0 before any (Keras). */
                         memcpy(hb_next + u0, hb + u0, (size_t)(u1 - u0) * sizeof(REAL));
-                        if (s < len) {
+                        if (what == GRU_ROW_MASKED) {
                             const int t_prev = dir->reverse ? t + 1 : t - 1;
                             for (j = u0; j < u1; j++)
                                 y_row[j] = s == 0 ? 0 : y[((size_t)bb * T + t_prev) * ldy + j];
@@ -228,12 +239,11 @@ static void GRU_NAME(run_direction)(const gru_layer *L, int d, const gru_io *io,
                     GRU_MATVEC(R_packed + 2 * Rgate, H, H, p0, p1, B, buf->rh, H, buf->gh + 2 * H,
                                G, s & 1);
                     for (bb = 0; bb < B; bb++) {
-                        const int len = io->lengths ? (int)io->lengths[bb] : T;
-                        const int t = dir->reverse ? len - 1 - s : s;
+                        int t = 0;
                         REAL *gh = buf->gh + (size_t)bb * G;
                         const REAL *gx;
                         int j;
-                        if (s >= len || (io->mask && !io->mask[(size_t)bb * T + t])) continue;
+                        if (GRU_NAME(row_step)(io, dir->reverse, bb, s, &t) != GRU_ROW_RUN) continue;
                         gx = buf->gx + ((size_t)bb * chunk + (t - buf->lo[bb])) * G;
                         for (j = u0; j < u1; j++) gh[2 * H + j] += gx[2 * H + j] + bias_x[2 * H + j];
                         GRU_NAME(finish_state)(L, gh, gh + 2 * H + u0, h + (size_t)bb * H,
