@@ -131,7 +131,11 @@ def test_ambiguity_lists_candidates(rng):
         "a.weight": np.ones((2, 4), np.float32), "b.weight": np.ones((5, 4), np.float32)}
     with pytest.raises(TorchConversionError, match="several nn.Linear.*a \\(4->2\\).*b \\(4->5\\)"):
         convert_state_dict(state)
-    assert convert_state_dict(state, head=["b"]).layers[-1].units == 5
+    assert convert_state_dict(state, head=["b"]).layers[-1].units == 5  # a chosen head
+    state["norm.weight"] = np.ones(4, np.float32)  # a LayerNorm, say: not silently dropped
+    with pytest.raises(TorchConversionError, match="left unused: norm.weight"):
+        convert_state_dict(state, head=["b"])
+    assert convert_state_dict(state, head=["b"], strict=False).layers[-1].units == 5
     with pytest.raises(TorchConversionError, match="no nn.GRU"):
         convert_state_dict({"w.weight": np.ones((2, 2), np.float32)})
 
@@ -209,3 +213,59 @@ def test_state_dict_saved_as_safetensors(tmp_path):
     assert model.source["format"] == ".safetensors"
     model.save(tmp_path / "ours.safetensors")  # and our own files simply load
     assert gru_infer.convert(tmp_path / "ours.safetensors").parameter_count == model.parameter_count
+
+
+def _linear(rng, n_in, n_out):
+    return rng.standard_normal((n_out, n_in)).astype(np.float32)
+
+
+def test_head_chain_follows_registration_order(rng):
+    """fc1 8->4, fc2 4->4, fc3 4->2: a square layer in the chain is not a
+    second head; a Linear before the GRU is not part of the head."""
+    state = {"inp.weight": _linear(rng, 5, 3)} | _random_gru_state(rng, "gru.", 3, 8) | {
+        "fc1.weight": _linear(rng, 8, 4), "fc2.weight": _linear(rng, 4, 4),
+        "fc3.weight": _linear(rng, 4, 2)}
+    with pytest.raises(TorchConversionError, match="left unused: inp.weight"):
+        convert_state_dict(state, hidden_activation="relu")
+    del state["inp.weight"]
+    model = convert_state_dict(state, hidden_activation="relu")
+    assert [layer.name for layer in model.layers[1:]] == ["fc1", "fc2", "fc3"]
+    state = _random_gru_state(rng, "gru.", 3, 8) | {
+        "shared.weight": _linear(rng, 8, 4), "task_a.weight": _linear(rng, 4, 2),
+        "task_b.weight": _linear(rng, 4, 3)}
+    with pytest.raises(TorchConversionError, match="several nn.Linear.*task_a.*task_b"):
+        convert_state_dict(state, hidden_activation="relu")
+
+
+def test_embedding_before_the_gru_makes_a_token_model(rng):
+    table = rng.standard_normal((20, 3)).astype(np.float32)
+    state = {"embedding.weight": table} | _random_gru_state(rng, "gru.", 3, 4)
+    model = convert_state_dict(state)
+    ids = np.array([[1, 5, 19], [0, 2, 2]])
+    c = model.recurrent_layers[0].cells[0]
+    from gru_infer.reference import gru_reference
+
+    expected, _ = gru_reference(table[ids], c["W"], c["R"], c["B"])
+    np.testing.assert_allclose(model(ids), expected, atol=1e-6)
+
+
+def test_weight_norm_is_folded(rng):
+    state = _random_gru_state(rng, "gru.", 3, 4)
+    weight = state.pop("gru.weight_ih_l0")
+    v = rng.standard_normal(weight.shape).astype(np.float32)
+    g = (np.linalg.norm(weight, axis=1, keepdims=True)).astype(np.float32)
+    v_scaled = v / np.linalg.norm(v, axis=1, keepdims=True) * np.linalg.norm(weight, axis=1, keepdims=True)
+    folded_target = g * v / np.linalg.norm(v, axis=1, keepdims=True)
+    state = {"gru.parametrizations.weight_ih_l0.original0": g,
+             "gru.parametrizations.weight_ih_l0.original1": v} | state
+    model = convert_state_dict(state)
+    r, z, n = np.split(folded_target, 3)
+    np.testing.assert_allclose(model.recurrent_layers[0].cells[0]["W"][0],
+                               np.concatenate([z, r, n]), rtol=1e-6)
+    assert np.allclose(v_scaled, folded_target, rtol=1e-5)
+
+
+def test_other_recurrent_layers_are_named(rng):
+    lstm = {"weight_ih_l0": _linear(rng, 3, 16), "weight_hh_l0": _linear(rng, 4, 16)}
+    with pytest.raises(TorchConversionError, match="found nn.LSTM.*only nn.GRU"):
+        convert_state_dict(lstm)

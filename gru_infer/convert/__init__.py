@@ -39,11 +39,14 @@ def detect_format(path) -> str:
             return "keras"
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
+        if any(n.endswith("archive_format") or "/models/" in n for n in names):
+            raise ValueError(f"{path}: a torch.export archive (.pt2), not a torch.save "
+                             "checkpoint; save model.state_dict() with torch.save")
         raise ValueError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
                          "torch.save checkpoint")
-    if magic[:1] == b"\x80":
-        return "torch"
-    raise ValueError(f"{path}: not a Keras (.keras, .h5) or PyTorch (.pt) checkpoint")
+    # anything else may be a legacy torch.save stream (any pickle protocol);
+    # the PyTorch reader checks its magic number and says so if it is not
+    return "torch"
 
 
 def convert(src, *, config=None, **torch_options):

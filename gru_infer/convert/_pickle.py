@@ -358,6 +358,7 @@ _UNSUPPORTED_TORCH_GLOBALS = {
     "torch._utils._rebuild_device_tensor_from_cpu_tensor": "device tensors",
     "torch._utils._rebuild_xla_tensor": "XLA tensors",
     "torch._utils._rebuild_mlc_tensor": "MLC tensors",
+    "torch.ScriptObject": "quantized packed weights (convert the float model instead)",
 }
 
 
