@@ -4,12 +4,15 @@ and Stream: the same model run one step at a time with its state kept."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ._threads import resolve_num_threads
 from .layers import Layer, Recurrent
+
+if TYPE_CHECKING:
+    from .stream import Stream
 
 INPUT = "input"
 
@@ -55,12 +58,12 @@ class Model:
         for node in self.nodes:
             if node.layer.name in names or node.layer.name == INPUT:
                 raise ValueError(f"layer name {node.layer.name!r} is used twice")
-            for src, index in node.inputs + ([node.mask_input] if node.mask_input else []):
+            for src, _ in node.inputs + ([node.mask_input] if node.mask_input else []):
                 if src != INPUT and src not in names:
                     raise ValueError(f"layer {node.layer.name!r} reads {src!r}, "
                                      "which is not an earlier layer")
             names.add(node.layer.name)
-        for src, index in self.outputs:
+        for src, _ in self.outputs:
             if src not in names and src != INPUT:
                 raise ValueError(f"model output {src!r} is not a layer")
         self._by_name = {n.layer.name: n.layer for n in self.nodes}

@@ -42,7 +42,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("gru-infer: error:") and "junk.pt" in err and err.count("\n") == 1
     assert main(["info", str(tmp_path / "missing.keras")]) == 1
     assert "missing.keras" in capsys.readouterr().err
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="missing.keras"):
         main(["--debug", "info", str(tmp_path / "missing.keras")])
 
 

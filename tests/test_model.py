@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from conftest import random_gru_weights
 
-import gru_infer
 from gru_infer.layers import Dense, Embedding, Identity, Masking, Recurrent
 from gru_infer.model import INPUT, Model, Node
 from gru_infer.reference import gru_reference

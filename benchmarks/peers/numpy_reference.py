@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._lazy import import_error
-from ..workloads import dense_head, reference_forward
+from ..workloads import reference_forward
 
 NAME = "numpy_ref"
 

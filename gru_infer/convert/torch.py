@@ -413,12 +413,12 @@ def options_from_modules(modules: list, state: dict, options: dict) -> dict:
         stack = _choose_stack(state, options.get("prefix"))
     except TorchConversionError:
         return options
-    for path, kind, batch_first in modules:
-        if path == stack.prefix and batch_first is not None:
-            options.setdefault("batch_first", batch_first)
-    linears = [i for i, (_, kind, _) in enumerate(modules) if kind == "Linear"]
-    after_gru = [i for i in linears if modules[i][0].startswith(stack.prefix) is False
-                 and i > next((j for j, m in enumerate(modules) if m[0] == stack.prefix), -1)]
+    gru_index = next((i for i, (path, _, _) in enumerate(modules) if path == stack.prefix), None)
+    if gru_index is None:
+        return options
+    if modules[gru_index][2] is not None:
+        options.setdefault("batch_first", modules[gru_index][2])
+    after_gru = [i for i, (_, kind, _) in enumerate(modules) if kind == "Linear" and i > gru_index]
 
     def activation_after(index, stop):
         for _, kind, _ in modules[index + 1 : stop]:
