@@ -21,9 +21,28 @@ def read_head(path, size: int = 8) -> bytes:
         raise ValueError(f"{os.fspath(path)}: cannot read: {error.strerror or error}") from None
 
 
+_NOT_CHECKPOINTS = {
+    ".pb": "a TensorFlow SavedModel: save the Keras model as .keras or .h5 instead",
+    ".index": "a TensorFlow checkpoint: save the Keras model as .keras or .h5 instead",
+    ".weights.json": "the index of sharded Keras weights: gru_infer reads one .weights.h5 "
+                     "file; save without max_shard_size",
+    ".onnx": "an ONNX model: convert the Keras or PyTorch checkpoint instead",
+}
+
+
 def detect_format(path) -> str:
     """'keras', 'torch' or 'safetensors', from the file's contents (not its name)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "config.json")):
+            raise ValueError(f"{path}: an unzipped Keras model folder; gru_infer reads the zipped "
+                             ".keras file (model.save('model.keras'))")
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"{path}: {_NOT_CHECKPOINTS['.pb']}")
+        raise ValueError(f"{path}: a folder, not a checkpoint file")
+    for suffix, reason in _NOT_CHECKPOINTS.items():
+        if path.endswith(suffix):
+            raise ValueError(f"{path}: {reason}")
     magic = read_head(path, 9)
     if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
         return "safetensors"

@@ -29,6 +29,7 @@ IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDro
                     "AlphaDropout", "ActivityRegularization")
 SUPPORTED = ("InputLayer", "GRU", "Bidirectional", "Dense", "TimeDistributed(Dense)", "Embedding",
              "Masking", "Activation", "ReLU", "Softmax", "NotEqual", "Any") + IDENTITY_CLASSES
+_EXTRA_WEIGHTS_HINT = " (quantized or LoRA-enabled layers are not supported: convert the float model)"
 GRU_CELL_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "relu", "linear", "softsign")
 
 
@@ -59,25 +60,68 @@ def _major(version: str) -> int:
 # -- weights, by the file's own structure ------------------------------------------
 
 
+def _string_list_attribute(group, name: str) -> list:
+    """A list-of-names attribute; Keras splits long ones into name0, name1, ...
+    (HDF5 caps an attribute at 64 KB)."""
+    if name in group.attrs:
+        return [_text(n) for n in group.attrs[name]]
+    values, chunk = [], 0
+    while f"{name}{chunk}" in group.attrs:
+        values += [_text(n) for n in group.attrs[f"{name}{chunk}"]]
+        chunk += 1
+    return values
+
+
+def _read_array(dataset) -> np.ndarray:
+    """A weight as a float array; bfloat16 (stored as 2-byte opaque or uint16
+    data) is widened to float32."""
+    array = np.asarray(dataset)
+    if array.dtype.kind == "V" and array.dtype.itemsize == 2:
+        array = array.view(np.uint16)
+    if array.dtype == np.uint16 and "bfloat16" in str(dataset.dtype).lower() + str(
+            dataset.attrs.get("dtype", "")).lower():
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array
+
+
 class LegacyWeights:
     """Keras 2 style: a group with ``layer_names``; each layer group lists its
-    weights, in order, in ``weight_names``."""
+    weights in ``weight_names`` (trainable ones first, so the order moves when
+    part of a layer is frozen: weights are told apart by their path)."""
 
     def __init__(self, group, path):
         self.group, self.path = group, path
-        self.layer_names = [_text(n) for n in group.attrs["layer_names"]]
+        self.layer_names = _string_list_attribute(group, "layer_names")
+        if not self.layer_names and "layer_names" not in group.attrs and \
+                "layer_names0" not in group.attrs:
+            raise KerasFileError(f"{path}: no layer_names attribute: not a Keras weights group")
 
-    def arrays(self, layer_name: str, class_name: str, position: int) -> list:
+    def named_arrays(self, layer_name: str, class_name: str, position: int) -> list:
+        """[(weight name, array)] of one layer, as the file lists them."""
         if layer_name not in self.layer_names:
             raise KerasFileError(f"{self.path}: no weights for layer #{position} {layer_name!r} "
                                  f"({class_name}); the file has weights for {self.layer_names}")
         group = self.group[layer_name]
-        names = [_text(n) for n in group.attrs.get("weight_names", [])]
+        names = _string_list_attribute(group, "weight_names")
         try:
-            return [np.asarray(group[n]) for n in names]
+            return [(n, _read_array(group[n])) for n in names]
         except KeyError as error:
             raise KerasFileError(f"{self.path}: layer {layer_name!r} lists a weight that is "
                                  f"missing: {error}") from None
+
+    def arrays(self, layer_name: str, class_name: str, position: int, part: str = "") -> list:
+        """The layer's weights in their canonical order (kernel, recurrent
+        kernel, bias / embeddings), of the sublayer whose path has a component
+        starting with part ("forward", "backward") when given."""
+        named = self.named_arrays(layer_name, class_name, position)
+        if part:  # forward_<name>/...; the backward half may carry its own custom name
+            forward = lambda n: any(c.startswith("forward_") for c in n.split("/")[:-1])  # noqa: E731
+            named = [(n, a) for n, a in named if forward(n) == (part == "forward")]
+        rank = {"kernel": 0, "recurrent_kernel": 1, "bias": 2, "embeddings": 0}
+        leaf = lambda n: n.split("/")[-1].split(":")[0]  # noqa: E731
+        if all(leaf(n) in rank for n, _ in named):
+            named = sorted(named, key=lambda item: rank[leaf(item[0])])
+        return [a for _, a in named]
 
 
 class Keras3Weights:
@@ -123,7 +167,7 @@ class Keras3Weights:
         if "vars" not in node:
             return []
         vars_group = node["vars"]
-        return [np.asarray(vars_group[k]) for k in sorted(vars_group, key=int)]
+        return [_read_array(vars_group[k]) for k in sorted(vars_group, key=int)]
 
 
 def _snake_case(name: str) -> str:
@@ -149,13 +193,14 @@ def _keras_tensors(value) -> list:
     return []
 
 
-def _inbound(layer: dict, position: int) -> tuple:
+def _inbound(layer: dict, position: int, path) -> tuple:
     """(inputs [(source layer, tensor index)], explicit mask ref or None,
     constant arguments) of a functional layer's single call."""
     nodes = layer.get("inbound_nodes") or []
     if len(nodes) > 1:
-        raise KerasFileError(f"layer #{position} {layer['name']!r} is called {len(nodes)} times "
-                             "(a shared layer); gru_infer supports one call per layer")
+        raise KerasFileError(f"{path}: layer #{position} {layer['name']!r} "
+                             f"({layer['class_name']}) is called {len(nodes)} times (a shared "
+                             "layer); gru_infer supports one call per layer")
     if not nodes:
         return [], None, []
     node = nodes[0]
@@ -166,8 +211,9 @@ def _inbound(layer: dict, position: int) -> tuple:
     args, kwargs = node.get("args", []), node.get("kwargs") or {}
     masks = _keras_tensors(kwargs.get("mask"))
     if _keras_tensors(kwargs.get("initial_state")):
-        raise KerasFileError(f"layer #{position} {layer['name']!r} is called with an "
-                             "initial_state tensor; gru_infer does not support that")
+        raise KerasFileError(f"{path}: layer #{position} {layer['name']!r} "
+                             f"({layer['class_name']}) is called with an initial_state tensor; "
+                             "gru_infer does not support that")
     constants = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
     return _keras_tensors(args), (masks[0] if masks else None), constants
 
@@ -206,16 +252,29 @@ def _declared_input(layers: list, model_config: dict) -> tuple:
 
 
 def _activation_name(value, where: str) -> str:
+    """The name of an activation as Keras serialises it: a string, a
+    function reference, or an activation layer object (ReLU, Softmax, ...)."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
         inner = value.get("config")
         if isinstance(inner, str):
             return inner
-        if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+        cls = value.get("class_name")
+        if cls in ("ReLU", "Softmax", "Activation") and isinstance(inner, dict):
+            if cls == "Activation":
+                return _activation_name(inner.get("activation"), where)
+            if cls == "Softmax" and inner.get("axis", -1) in (-1, [-1]):
+                return "softmax"
+            if cls == "ReLU" and not inner.get("negative_slope") and not inner.get("threshold") \
+                    and inner.get("max_value") in (None, 6, 6.0):
+                return "relu" if inner.get("max_value") is None else "relu6"
+            raise KerasFileError(f"{where}: activation {cls} with {inner} is not supported")
+        if isinstance(inner, dict) and isinstance(inner.get("name"), str) and cls in (None, "function"):
             return inner["name"]
-        if isinstance(value.get("class_name"), str):
-            return _snake_case(value["class_name"])
+        if isinstance(cls, str):  # ELU(alpha=...), LeakyReLU, PReLU: parameters we do not carry
+            raise KerasFileError(f"{where}: activation layer object {cls} is not supported; "
+                                 "use a named activation or an Activation layer")
     raise KerasFileError(f"{where}: cannot read activation {value!r}")
 
 
@@ -241,7 +300,7 @@ class _Builder:
         if len(arrays) != (3 if use_bias else 2):
             raise KerasFileError(f"{where}: expected {'3' if use_bias else '2'} GRU weights "
                                  f"(kernel, recurrent_kernel{', bias' if use_bias else ''}), "
-                                 f"found {len(arrays)}")
+                                 f"found {len(arrays)}{_EXTRA_WEIGHTS_HINT if arrays else ''}")
         kernel, recurrent = arrays[0], arrays[1]
         units = int(config["units"])
         if kernel.ndim != 2 or kernel.shape[1] != 3 * units or recurrent.shape != (units, 3 * units):
@@ -283,15 +342,23 @@ class _Builder:
         use_bias = config.get("use_bias", True)
         if len(arrays) != (2 if use_bias else 1):
             raise KerasFileError(f"{where}: expected {'kernel and bias' if use_bias else 'kernel'}"
-                                 f", found {len(arrays)} weights")
+                                 f", found {len(arrays)} weights{_EXTRA_WEIGHTS_HINT}")
         return Dense(name, arrays[0], arrays[1] if use_bias else None,
                      _activation_name(config.get("activation", "linear"), where),
                      self.hard_sigmoid)
 
     def layer(self, layer: dict, position: int, constants=()):
         """The gru_infer layer for one Keras layer (None for InputLayer)."""
+        where = f"{self.path}: layer #{position} {layer['name']!r} ({layer['class_name']})"
+        try:
+            return self._layer(layer, position, constants, where)
+        except KerasFileError:
+            raise
+        except (ValueError, TypeError) as error:  # a layer refusing its weights or options
+            raise KerasFileError(f"{where}: {error}") from None
+
+    def _layer(self, layer: dict, position: int, constants, where: str):
         cls, config, name = layer["class_name"], layer["config"], layer["name"]
-        where = f"{self.path}: layer #{position} {name!r} ({cls})"
         if cls == "InputLayer":
             return None
         if cls == "NotEqual":
@@ -331,7 +398,8 @@ class _Builder:
         if cls == "Embedding":
             arrays = self.arrays(layer, position)
             if len(arrays) != 1:
-                raise KerasFileError(f"{where}: expected one embeddings table, found {len(arrays)}")
+                raise KerasFileError(f"{where}: expected one embeddings table, found "
+                                     f"{len(arrays)}{_EXTRA_WEIGHTS_HINT}")
             return Embedding(name, arrays[0], config.get("mask_zero", False))
         if cls == "Masking":
             return Masking(name, config.get("mask_value", 0.0))
@@ -352,10 +420,20 @@ class _Builder:
                 raise KerasFileError(f"{where}: Bidirectional({sub['class_name']}) is not "
                                      "supported; only Bidirectional(GRU)")
         fc, bc = forward_config["config"], backward_config["config"]
+        backward_goes_back = bc.get("go_backwards", True) if "backward_layer" in config \
+            else not fc.get("go_backwards", False)
+        if fc.get("go_backwards", False) or not backward_goes_back:
+            raise KerasFileError(f"{where}: a Bidirectional over a go_backwards=True GRU (its "
+                                 "forward half runs backwards) is not supported")
         if isinstance(self.weights, LegacyWeights):
-            arrays = self.arrays(layer, position)
-            n_forward = 3 if fc.get("use_bias", True) else 2
-            forward_arrays, backward_arrays = arrays[:n_forward], arrays[n_forward:]
+            forward_arrays = self.weights.arrays(layer["name"], "Bidirectional", position,
+                                                 "forward")
+            backward_arrays = self.weights.arrays(layer["name"], "Bidirectional", position,
+                                                  "backward")
+            if not forward_arrays:  # names without forward_/backward_: by position
+                arrays = self.arrays(layer, position)
+                n_forward = 3 if fc.get("use_bias", True) else 2
+                forward_arrays, backward_arrays = arrays[:n_forward], arrays[n_forward:]
         else:
             group = self.weights.group(layer["name"], "Bidirectional", position)
             forward_arrays = self.weights.vars_at(group, "forward_layer/cell")
@@ -374,13 +452,18 @@ class _Builder:
 # -- files -----------------------------------------------------------------------
 
 
-def _normalise_layers(model_config: dict) -> tuple:
-    """(class_name, layers with 'name', top config) of a Sequential/Functional config."""
+def _normalise_layers(model_config: dict, path="the model config") -> tuple:
+    """(class_name, layers with 'name', top config) of a Sequential/Functional
+    config (to_json() form, or get_config()'s bare form)."""
+    if "class_name" not in model_config and "layers" in model_config:
+        model_config = {"class_name": "Functional" if "input_layers" in model_config
+                        else "Sequential", "config": model_config}
     cls = model_config.get("class_name")
     config = model_config.get("config")
     if cls not in ("Sequential", "Functional", "Model"):
-        raise KerasFileError(f"model class {cls!r} is not supported; gru_infer reads Sequential "
-                             "and functional models")
+        raise KerasFileError(f"{path}: model class {cls!r} is not supported (a subclassed model "
+                             "has no layer graph in its file); gru_infer reads Sequential and "
+                             "functional models")
     layers = config if isinstance(config, list) else config.get("layers", [])
     out = []
     for layer in layers:
@@ -391,7 +474,7 @@ def _normalise_layers(model_config: dict) -> tuple:
 
 
 def model_from_config(model_config: dict, weights, keras_major: int, path, source: dict) -> Model:
-    cls, layers, top = _normalise_layers(model_config)
+    cls, layers, top = _normalise_layers(model_config, path)
     builder = _Builder(path, weights, keras_major)
     input_shape, input_dtype = _input_spec(layers, top)
     if cls == "Sequential":
@@ -410,7 +493,7 @@ def model_from_config(model_config: dict, weights, keras_major: int, path, sourc
     for position, layer in enumerate(layers):
         if layer["class_name"] == "InputLayer":
             continue
-        refs, mask_ref, constants = _inbound(layer, position)
+        refs, mask_ref, constants = _inbound(layer, position, path)
         made = builder.layer(layer, position, constants)
         rename = lambda ref: (INPUT if ref[0] == input_name else ref[0], ref[1])  # noqa: E731
         if len(refs) != 1:
@@ -489,7 +572,7 @@ def _convert_keras_archive(path) -> Model:
     source = {"framework": "keras", "version": version, "format": ".keras",
               "file": os.path.basename(path)}
     with h5py.File(io.BytesIO(weights_bytes), "r") as root:
-        _, layers, _ = _normalise_layers(config)
+        _, layers, _ = _normalise_layers(config, path)
         weights = Keras3Weights(root, path, layers)
         return model_from_config(config, weights, _major(version), path, source)
 
@@ -507,12 +590,12 @@ def _convert_h5(path, config) -> Model:
         else:  # weights only
             model_config = _load_config(config, path)
             version = version or str(model_config.get("keras_version", ""))
-            if "layer_names" in root.attrs:
+            if "layer_names" in root.attrs or "layer_names0" in root.attrs:
                 weights = LegacyWeights(root, path)
                 version = version or "2"
                 fmt = ".h5 weights"
             elif "layers" in root:
-                _, layers, _ = _normalise_layers(model_config)
+                _, layers, _ = _normalise_layers(model_config, path)
                 weights = Keras3Weights(root, path, layers)
                 version = version or "3"
                 fmt = ".weights.h5"
