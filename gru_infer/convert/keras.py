@@ -51,10 +51,20 @@ def _text(value) -> str:
 
 
 def _major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
+    """The leading number of a version text ("2.21.0", "3 (from ...)"); 2 if none."""
+    match = re.match(r"\s*(\d+)", str(version))
+    return int(match.group(1)) if match else 2
+
+
+def _major_from_config(model_config: dict):
+    """The Keras major version a config's style shows, or None: Keras 2
+    writes GRU time_major and plain dtype strings, Keras 3 DTypePolicy dicts."""
+    text = json.dumps(model_config)
+    if '"DTypePolicy"' in text or '"zero_output_for_mask"' in text:
+        return 3
+    if '"time_major"' in text or '"batch_input_shape"' in text:
         return 2
+    return None
 
 
 # -- weights, by the file's own structure ------------------------------------------
@@ -115,7 +125,12 @@ class LegacyWeights:
         starting with part ("forward", "backward") when given."""
         named = self.named_arrays(layer_name, class_name, position)
         if part:  # forward_<name>/...; the backward half may carry its own custom name
-            forward = lambda n: any(c.startswith("forward_") for c in n.split("/")[:-1])  # noqa: E731
+
+            def inside(name):  # path components below the layer's own name
+                parts = name.split("/")[:-1]
+                return parts[parts.index(layer_name) + 1:] if layer_name in parts else parts
+
+            forward = lambda n: any(c.startswith("forward_") for c in inside(n))  # noqa: E731
             named = [(n, a) for n, a in named if forward(n) == (part == "forward")]
         rank = {"kernel": 0, "recurrent_kernel": 1, "bias": 2, "embeddings": 0}
         leaf = lambda n: n.split("/")[-1].split(":")[0]  # noqa: E731
@@ -474,6 +489,9 @@ def _normalise_layers(model_config: dict, path="the model config") -> tuple:
 
 
 def model_from_config(model_config: dict, weights, keras_major: int, path, source: dict) -> Model:
+    if keras_major < 2:
+        raise KerasFileError(f"{path}: written by Keras 1, whose GRU weights are laid out per "
+                             "gate; re-save the model with Keras 2 or 3")
     cls, layers, top = _normalise_layers(model_config, path)
     builder = _Builder(path, weights, keras_major)
     input_shape, input_dtype = _input_spec(layers, top)
@@ -589,7 +607,9 @@ def _convert_h5(path, config) -> Model:
             fmt = ".h5"
         else:  # weights only
             model_config = _load_config(config, path)
-            version = version or str(model_config.get("keras_version", ""))
+            style = _major_from_config(model_config)
+            version = version or str(model_config.get("keras_version", "")) or (
+                f"{style} (from the config's style)" if style else "")
             if "layer_names" in root.attrs or "layer_names0" in root.attrs:
                 weights = LegacyWeights(root, path)
                 version = version or "2"
