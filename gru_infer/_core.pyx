@@ -297,6 +297,9 @@ cdef class BoundDense:
     def __init__(self, cnp.ndarray x, cnp.ndarray kernel, object bias, cnp.ndarray y,
                  object activation):
         dtype = kernel.dtype
+        if dtype not in (np.float32, np.float64) or kernel.ndim != 2 or 0 in (<object>kernel).shape:
+            raise TypeError(f"internal: kernel must be a non-empty 2-D float32/float64 array, "
+                            f"got {kernel.dtype} {(<object>kernel).shape}")
         self.n_in, self.n_out = kernel.shape[0], kernel.shape[1]
         self.rows = y.size // self.n_out
         self.kernel = checked_data(kernel, dtype, (self.n_in, self.n_out), "kernel")

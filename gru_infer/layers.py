@@ -213,6 +213,11 @@ class Layer:
         return f"{type(self).__name__}({self.name!r})"
 
 
+def _compute_dtype(dtype) -> np.dtype:
+    """float64 stays float64; every other float (float16, ...) computes in float32."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
 def _dtype_of(tensors: dict) -> np.dtype:
     for array in tensors.values():
         if array is not None and np.asarray(array).dtype.kind == "f":
@@ -233,10 +238,10 @@ class Dense(Layer):
         from . import activations
 
         kernel = np.asarray(kernel)
-        if kernel.ndim != 2 or kernel.dtype.kind != "f":
-            raise ValueError(f"Dense {name!r}: kernel must be a 2-D float (in, out) array, "
-                             f"got {kernel.dtype} {kernel.shape}")
-        self.dtype = np.dtype(kernel.dtype.name)
+        if kernel.ndim != 2 or kernel.dtype.kind != "f" or 0 in kernel.shape:
+            raise ValueError(f"Dense {name!r}: kernel must be a non-empty 2-D float (in, out) "
+                             f"array, got {kernel.dtype} {kernel.shape}")
+        self.dtype = _compute_dtype(kernel.dtype)
         self.kernel = np.ascontiguousarray(kernel, self.dtype)
         if bias is not None:
             bias = np.ascontiguousarray(bias, self.dtype)
@@ -391,10 +396,10 @@ class Embedding(Layer):
     def __init__(self, name, table, mask_zero=False):
         super().__init__(name)
         table = np.asarray(table)
-        if table.ndim != 2 or table.dtype.kind != "f":
-            raise ValueError(f"Embedding {name!r}: table must be a 2-D float (vocab, dim) array, "
-                             f"got {table.dtype} {table.shape}")
-        self.table = np.ascontiguousarray(table, np.dtype(table.dtype.name))
+        if table.ndim != 2 or table.dtype.kind != "f" or 0 in table.shape:
+            raise ValueError(f"Embedding {name!r}: table must be a non-empty 2-D float "
+                             f"(vocab, dim) array, got {table.dtype} {table.shape}")
+        self.table = np.ascontiguousarray(table, _compute_dtype(table.dtype))
         self.mask_zero = bool(mask_zero)
 
     def config(self):

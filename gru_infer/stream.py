@@ -8,6 +8,8 @@ graphs step through the general model code."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import _core, activations
@@ -45,12 +47,15 @@ class Stream:
             for layer in model.recurrent_layers
         }
         self._plan = _StepPlan.build(model, self._states, batch_size, self.num_threads)
+        # A stream's buffers and states are shared by its calls: one call at a time.
+        self._lock = threading.Lock()
 
     # -- state -----------------------------------------------------------------
 
     @property
     def state(self) -> list:
-        return [self._states[layer.name].copy() for layer in self.model.recurrent_layers]
+        with self._lock:
+            return [self._states[layer.name].copy() for layer in self.model.recurrent_layers]
 
     @state.setter
     def state(self, states) -> None:
@@ -65,11 +70,16 @@ class Stream:
             if value.shape != target.shape or value.dtype.kind != "f":
                 raise ValueError(f"state of GRU {layer.name!r} must be a float array of shape "
                                  f"{target.shape}, got {value.dtype} {value.shape}")
-        for layer, value in zip(layers, states):
-            self._states[layer.name][...] = value
+        with self._lock:
+            for layer, value in zip(layers, states):
+                self._states[layer.name][...] = value
 
     def reset(self, rows=None) -> None:
         """Zero the state of every row, or of the given rows (ints or a bool mask)."""
+        with self._lock:
+            self._reset(rows)
+
+    def _reset(self, rows) -> None:
         for state in self._states.values():
             if rows is None:
                 state[...] = 0
@@ -89,9 +99,10 @@ class Stream:
             raise ValueError(f"this stream has batch_size {self.batch_size}, "
                              f"got a chunk of shape {x.shape}")
         run = RunContext(num_threads=self.num_threads, initial_states=self._states)
-        outputs = self.model._run(x, run)
-        for name, state in run.final_states.items():
-            self._states[name][...] = state  # in place: the step plan holds these arrays
+        with self._lock:
+            outputs = self.model._run(x, run)
+            for name, state in run.final_states.items():
+                self._states[name][...] = state  # in place: the step plan holds these arrays
         outputs = self.model._from_batch_first(outputs)
         return outputs[0] if len(outputs) == 1 else outputs
 
@@ -99,7 +110,8 @@ class Stream:
         """Outputs for one timestep x_t of shape (batch, features) (or (batch,)
         token ids).  out: an array to write the output into (no allocation)."""
         if self._plan is not None:
-            return self._plan(x_t, out)
+            with self._lock:
+                return self._plan(x_t, out)
         x_t = np.asarray(x_t)
         outputs = self.run(x_t[None] if self.model.time_major else x_t[:, None])
         time_axis = 0 if self.model.time_major else 1

@@ -11,6 +11,7 @@ NumPy, so the file needs no extra package.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 
@@ -75,13 +76,15 @@ def read_safetensors(path) -> tuple:
                                       f"file of {size} bytes (truncated or not safetensors)")
             try:
                 header = json.loads(f.read(header_len))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
                 raise WeightFileError(f"{path}: header is not valid JSON ({error})") from None
     except OSError as error:
         raise WeightFileError(f"{path}: cannot read: {error.strerror or error}") from None
     if not isinstance(header, dict):
         raise WeightFileError(f"{path}: header must be a JSON object")
     metadata = header.pop("__metadata__", {}) or {}
+    if not isinstance(metadata, dict):
+        raise WeightFileError(f"{path}: __metadata__ must be a JSON object")
     data_start, data_size = 8 + header_len, size - 8 - header_len
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_size,)) \
         if data_size > 0 else np.zeros(0, np.uint8)
@@ -91,9 +94,9 @@ def read_safetensors(path) -> tuple:
             dtype = np.dtype(_DTYPES[info["dtype"]])
             shape = tuple(int(s) for s in info["shape"])
             begin, end = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise WeightFileError(f"{path}: tensor {name!r} has a malformed entry {info!r}") from None
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # Python ints: no overflow
         if min(shape, default=0) < 0 or not 0 <= begin <= end or end - begin != count * dtype.itemsize:
             raise WeightFileError(f"{path}: tensor {name!r}: byte range [{begin}, {end}) does not "
                                   f"match shape {shape} of {dtype}")

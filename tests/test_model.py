@@ -213,3 +213,45 @@ def test_step_plan_heads_match_whole_sequences(activation, dtype, bias, rng):
     steps = [stream.step(x[:, t], out=out).copy() for t in range(5)]
     assert steps[0].dtype == dtype
     np.testing.assert_allclose(np.stack(steps, 1), model(x), atol=1e-6)
+
+
+def test_half_precision_and_empty_dense_layers(rng):
+    """float16 weights compute in float32 (the core has no float16 path);
+    a Dense with no units is refused when built, not when run."""
+    kernel = rng.standard_normal((4, 3)).astype(np.float16)
+    model = Model.sequential([Dense("d", kernel, None, "sigmoid")], input_shape=(None, 4))
+    x = np.ones((1, 4), np.float16)
+    y = model.stream(1).step(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-(x.astype(np.float32) @ kernel.astype(np.float32)))),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="non-empty"):
+        Dense("d", np.ones((4, 0), np.float32))
+
+
+def test_one_stream_shared_by_two_threads_stays_consistent(rng):
+    """Calls on one stream are serialised: each thread's steps are whole."""
+    model = seed_like_model(rng)
+    stream = model.stream(batch_size=2)
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(200):
+                stream.step(x)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    # 400 steps of the same input, in any interleaving, give one state
+    single = model.stream(batch_size=2)
+    for _ in range(400):
+        expected = single.step(x)
+    np.testing.assert_allclose(stream.step(x), single.step(x), atol=1e-6)
+    assert expected.shape == (2, 2)

@@ -94,3 +94,17 @@ def test_readable_by_the_safetensors_package(saved):
     model, path = saved
     tensors = safetensors_numpy.load_file(str(path))
     np.testing.assert_array_equal(tensors["head/kernel"], model.layer("head").kernel)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda h: h.update(__metadata__="not an object"),
+    lambda h: h["head/kernel"].update(shape=[2**32, 2**32], data_offsets=[0, 0]),
+    lambda h: h["head/kernel"].update(shape=[2**70]),
+    lambda h: h["head/kernel"].update(shape="abc"),
+    lambda h: h.update(extra=[1, 2]),
+])
+def test_malformed_headers_are_refused(saved, edit):
+    _, path = saved
+    _rewrite_header(path, edit)
+    with pytest.raises(WeightFileError):
+        gru_infer.load(path)
