@@ -46,9 +46,12 @@ class Stream:
             layer.name: np.zeros((1, batch_size, layer.hidden_sizes[0]), layer.dtype)
             for layer in model.recurrent_layers
         }
-        self._plan = _StepPlan.build(model, self._states, batch_size, self.num_threads)
         # A stream's buffers and states are shared by its calls: one call at a time.
         self._lock = threading.Lock()
+        self._plan = _StepPlan.build(model, self._states, batch_size, self.num_threads,
+                                     self._lock)
+        if self._plan is not None:
+            self.step = self._plan  # the hot path, without a second Python frame
 
     # -- state -----------------------------------------------------------------
 
@@ -109,9 +112,6 @@ class Stream:
     def step(self, x_t, out=None):
         """Outputs for one timestep x_t of shape (batch, features) (or (batch,)
         token ids).  out: an array to write the output into (no allocation)."""
-        if self._plan is not None:
-            with self._lock:
-                return self._plan(x_t, out)
         x_t = np.asarray(x_t)
         outputs = self.run(x_t[None] if self.model.time_major else x_t[:, None])
         time_axis = 0 if self.model.time_major else 1
@@ -128,7 +128,7 @@ class _StepPlan:
     """One timestep of a plain chain, with every buffer made in advance."""
 
     @classmethod
-    def build(cls, model, states, batch, num_threads):
+    def build(cls, model, states, batch, num_threads, lock):
         chain = all(node.inputs == [((model.nodes[i - 1].layer.name if i else INPUT), 0)]
                     and node.mask_input is None for i, node in enumerate(model.nodes))
         steppable = (Recurrent, Dense, Activation, Identity)
@@ -136,10 +136,11 @@ class _StepPlan:
                 or len(model.input_shape) != 2 or model.input_shape[1] is None
                 or not all(isinstance(n.layer, steppable) for n in model.nodes)):
             return None
-        return cls(model, states, batch, num_threads)
+        return cls(model, states, batch, num_threads, lock)
 
-    def __init__(self, model, states, batch, num_threads):
+    def __init__(self, model, states, batch, num_threads, lock):
         dtype = model.dtype
+        self.lock = lock
         self.features = model.input_shape[1]
         self.x = np.zeros((batch, 1, self.features), dtype)
         self.ops = []
@@ -163,22 +164,30 @@ class _StepPlan:
                 continue
             current = out
         self.output = current[:, 0]
+        self.x_step = self.x[:, 0]  # a view: writing it is cheaper than indexing x each call
+        self.step_shape = (batch, self.features)
 
     def __call__(self, x_t, out=None):
+        """Stream.step for this plan: outputs for one timestep (batch, features)."""
         x_t = np.asarray(x_t)
-        if x_t.shape != self.x.shape[::2]:
+        if x_t.shape != self.step_shape:
             raise ValueError(f"step input must have shape (batch, features) = "
-                             f"{self.x.shape[::2]} (this stream has batch_size "
-                             f"{self.x.shape[0]}), got {x_t.shape}")
+                             f"{self.step_shape} (this stream has batch_size "
+                             f"{self.step_shape[0]}), got {x_t.shape}")
         if x_t.dtype.kind != "f":
             raise TypeError(f"step input must hold floats, got dtype {x_t.dtype}")
-        self.x[:, 0] = x_t
-        for op in self.ops:
-            op()
-        if out is None:
-            return self.output.copy()
-        out[...] = self.output
-        return out
+        lock = self.lock
+        lock.acquire()  # (acquire/release: half the cost of a with-block on this path)
+        try:
+            self.x_step[...] = x_t
+            for op in self.ops:
+                op()
+            if out is None:
+                return self.output.copy()
+            out[...] = self.output
+            return out
+        finally:
+            lock.release()
 
 
 def _core_activation(name, hard_sigmoid):
