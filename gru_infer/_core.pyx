@@ -182,10 +182,11 @@ cdef class GRUCore:
         self._keep_alive = tuple(directions)
 
     def bind(self, cnp.ndarray x, cnp.ndarray h0, cnp.ndarray y, cnp.ndarray h_n,
-             cnp.ndarray workspace, int num_threads):
+             cnp.ndarray workspace, int num_threads, object mask=None):
         """A BoundForward: this layer on these buffers, checked once, so a
-        streamed step costs one call and no Python-level work."""
-        return BoundForward(self, x, h0, y, h_n, workspace, num_threads)
+        streamed step costs one call and no Python-level work.  mask: a
+        (batch, steps) uint8 buffer the caller fills before each call, or None."""
+        return BoundForward(self, x, h0, y, h_n, workspace, num_threads, mask)
 
     def workspace_bytes(self, int batch, int steps, int num_threads=1):
         return gru_workspace_bytes(&self.layer, batch, steps, num_threads)
@@ -237,7 +238,7 @@ cdef class BoundForward:
     cdef tuple _keep_alive
 
     def __init__(self, GRUCore core, cnp.ndarray x, cnp.ndarray h0, cnp.ndarray y,
-                 cnp.ndarray h_n, cnp.ndarray workspace, int num_threads):
+                 cnp.ndarray h_n, cnp.ndarray workspace, int num_threads, object mask=None):
         cdef int B = x.shape[0], T = x.shape[1]
         cdef int D = core.layer.num_directions, H = core.layer.hidden_size
         self.core = core
@@ -248,13 +249,14 @@ cdef class BoundForward:
         self.io.y = <void *>checked_data(y, core.dtype, (B, T, D * H), "y")
         self.io.h_n = <void *>checked_data(h_n, core.dtype, (D, B, H), "h_n")
         self.io.lengths = NULL
-        self.io.mask = NULL
+        self.io.mask = NULL if mask is None else <const uint8_t *>checked_data(
+            mask, np.uint8, (B, T), "mask")
         if workspace.nbytes < gru_workspace_bytes(&core.layer, B, T, num_threads):
             raise ValueError("internal: workspace too small")
         self.workspace = <void *>checked_data(workspace, np.uint8, (<object>workspace).shape,
                                               "workspace")
         self.num_threads = num_threads
-        self._keep_alive = (x, h0, y, h_n, workspace)
+        self._keep_alive = (x, h0, y, h_n, workspace, mask)
 
     def __call__(self):
         cdef int status

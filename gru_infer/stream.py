@@ -1,10 +1,10 @@
 """Stream: a model run step by step on live input, state carried between
 calls like a Keras stateful=True model.  Rows are independent streams.
 
-Plain chains of GRU / Dense / Activation / Dropout layers (the usual
-streaming model) step through a plan made once: every buffer preallocated,
-the C core called straight from it, nothing allocated per step.  Other
-graphs step through the general model code."""
+Plain chains of Embedding / Masking / GRU / Dense / Activation / Dropout
+layers (the usual streaming model) step through a plan made once: every
+buffer preallocated, the C core called straight from it, nothing allocated
+per step.  Other graphs step through the general model code."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core, activations
 from ._threads import resolve_num_threads
-from .layers import Activation, Dense, Identity, Recurrent
+from .layers import Activation, Dense, Embedding, Identity, Masking, Recurrent
 from .model import INPUT, RunContext
 
 # Activations the core applies in place (the rest go through NumPy).
@@ -131,29 +131,49 @@ class _StepPlan:
     def build(cls, model, states, batch, num_threads, lock):
         chain = all(node.inputs == [((model.nodes[i - 1].layer.name if i else INPUT), 0)]
                     and node.mask_input is None for i, node in enumerate(model.nodes))
-        steppable = (Recurrent, Dense, Activation, Identity)
-        if (not chain or len(model.outputs) != 1 or model.input_dtype.kind != "f"
-                or len(model.input_shape) != 2 or model.input_shape[1] is None
-                or not all(isinstance(n.layer, steppable) for n in model.nodes)):
+        steppable = (Recurrent, Dense, Activation, Identity, Masking, Embedding)
+        token_ids = model.input_dtype.kind in "iu"
+        known_width = token_ids or (len(model.input_shape) == 2 and model.input_shape[1] is not None)
+        if (not chain or len(model.outputs) != 1 or not known_width
+                or not all(isinstance(n.layer, steppable) for n in model.nodes)
+                or (token_ids and not isinstance(model.nodes[0].layer, Embedding))):
             return None
         return cls(model, states, batch, num_threads, lock)
 
     def __init__(self, model, states, batch, num_threads, lock):
         dtype = model.dtype
         self.lock = lock
-        self.features = model.input_shape[1]
-        self.x = np.zeros((batch, 1, self.features), dtype)
+        self.token_ids = model.input_dtype.kind in "iu"
+        if self.token_ids:  # (batch,) ids in, through the Embedding's table
+            self.x = np.zeros((batch, 1), np.int64)
+            self.step_shape, self.x_step = (batch,), self.x[:, 0]
+        else:
+            self.x = np.zeros((batch, 1, model.input_shape[1]), dtype)
+            self.step_shape, self.x_step = (batch, model.input_shape[1]), self.x[:, 0]
         self.ops = []
         current = self.x
+        mask = None  # the (batch, 1) uint8 step mask, once a layer makes one
         for node in model.nodes:
             layer = node.layer
-            if isinstance(layer, Recurrent):
+            if isinstance(layer, Embedding):
+                out = np.zeros((batch, 1, layer.table.shape[1]), layer.table.dtype)
+                if layer.mask_zero:
+                    mask = np.zeros((batch, 1), np.uint8)
+                self.ops.append(_embedding_step(layer, current, out, mask))
+            elif isinstance(layer, Masking):
+                out = np.zeros_like(current)
+                previous, mask = mask, np.zeros((batch, 1), np.uint8)
+                self.ops.append(_masking_step(layer.mask_value, current, out, mask, previous))
+            elif isinstance(layer, Recurrent):
                 engine = layer.engines[0]
                 out = np.zeros((batch, 1, layer.hidden_sizes[0]), dtype)
                 workspace = np.empty(engine._core.workspace_bytes(batch, 1, num_threads), np.uint8)
                 state = states[layer.name]
                 threads = engine.num_threads or num_threads
-                self.ops.append(engine._core.bind(current, state, out, state, workspace, threads))
+                self.ops.append(engine._core.bind(current, state, out, state, workspace, threads,
+                                                  mask))
+                if not layer.return_sequences:
+                    mask = None  # a last-output layer ends the mask (Keras)
             elif isinstance(layer, Dense):
                 out = np.zeros((batch, 1, layer.units), dtype)
                 self.ops.append(_dense_step(layer, current, out))
@@ -164,18 +184,16 @@ class _StepPlan:
                 continue
             current = out
         self.output = current[:, 0]
-        self.x_step = self.x[:, 0]  # a view: writing it is cheaper than indexing x each call
-        self.step_shape = (batch, self.features)
 
     def __call__(self, x_t, out=None):
         """Stream.step for this plan: outputs for one timestep (batch, features)."""
         x_t = np.asarray(x_t)
         if x_t.shape != self.step_shape:
-            raise ValueError(f"step input must have shape (batch, features) = "
-                             f"{self.step_shape} (this stream has batch_size "
-                             f"{self.step_shape[0]}), got {x_t.shape}")
-        if x_t.dtype.kind != "f":
-            raise TypeError(f"step input must hold floats, got dtype {x_t.dtype}")
+            raise ValueError(f"step input must have shape {self.step_shape} (this stream has "
+                             f"batch_size {self.step_shape[0]}), got {x_t.shape}")
+        if x_t.dtype.kind not in ("iu" if self.token_ids else "f"):
+            raise TypeError(f"step input must hold {'integer token ids' if self.token_ids else 'floats'}"
+                            f", got dtype {x_t.dtype}")
         lock = self.lock
         lock.acquire()  # (acquire/release: half the cost of a with-block on this path)
         try:
@@ -188,6 +206,38 @@ class _StepPlan:
             return out
         finally:
             lock.release()
+
+
+def _embedding_step(layer, ids, out, mask):
+    """out = table[ids] (ids (batch, 1)); mask = ids != 0 under mask_zero."""
+    table, vocab, name = layer.table, layer.table.shape[0], layer.name
+    mask_bool = None if mask is None else mask.view(np.bool_)
+
+    def run():
+        try:
+            np.take(table, ids, axis=0, out=out, mode="raise")
+        except IndexError:
+            raise ValueError(f"Embedding {name!r}: token ids must lie in [0, {vocab - 1}], "
+                             f"got {ids.ravel().tolist()}") from None
+        if mask_bool is not None:
+            np.not_equal(ids, 0, out=mask_bool)
+    return run
+
+
+def _masking_step(mask_value, source, out, mask, previous):
+    """Keras Masking on one step: mask = any(x != value) (and any earlier
+    mask), masked features zeroed."""
+    differs = np.zeros(source.shape, np.bool_)
+    mask_bool = mask.view(np.bool_)
+    previous_bool = None if previous is None else previous.view(np.bool_)
+
+    def run():
+        np.not_equal(source, mask_value, out=differs)
+        np.any(differs, axis=-1, out=mask_bool)
+        if previous_bool is not None:
+            np.logical_and(mask_bool, previous_bool, out=mask_bool)
+        np.multiply(source, mask_bool[..., None], out=out)
+    return run
 
 
 def _core_activation(name, hard_sigmoid):

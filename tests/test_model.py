@@ -255,3 +255,35 @@ def test_one_stream_shared_by_two_threads_stays_consistent(rng):
         expected = single.step(x)
     np.testing.assert_allclose(stream.step(x), single.step(x), atol=1e-6)
     assert expected.shape == (2, 2)
+
+
+@pytest.mark.parametrize("kind", ["embedding", "masking"])
+def test_masked_chains_step_through_the_plan_like_the_general_path(kind, rng):
+    """Embedding(mask_zero) and Masking chains stream through the preallocated
+    plan; it must agree with the general code, masked steps included."""
+    if kind == "embedding":
+        first = Embedding("emb", rng.standard_normal((9, 4)).astype(np.float32), mask_zero=True)
+        model = Model.sequential([first, Recurrent("gru", [cell(rng, 4, 5)]),
+                                  Dense("d", rng.standard_normal((5, 2)).astype(np.float32))],
+                                 input_shape=(None,), input_dtype="int32")
+        xs = [np.array([3, 0]), np.array([0, 0]), np.array([5, 8]), np.array([0, 1])]
+    else:
+        model = Model.sequential([Masking("mask", 0.0), Recurrent("gru", [cell(rng, 3, 5)]),
+                                  Recurrent("last", [cell(rng, 5, 4)], return_sequences=False)],
+                                 input_shape=(None, 3))
+        xs = [rng.standard_normal((2, 3)).astype(np.float32) for _ in range(4)]
+        xs[1][0] = 0
+        xs[2][:] = 0
+    planned, general = model.stream(batch_size=2), model.stream(batch_size=2)
+    assert planned._plan is not None
+    general._plan = None
+    del general.step  # the class's general step
+    for x in xs:
+        np.testing.assert_allclose(planned.step(x), general.step(x), atol=1e-6)
+    for a, b in zip(planned.state, general.state):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    if kind == "embedding":
+        with pytest.raises(ValueError, match=r"token ids must lie in \[0, 8\]"):
+            planned.step(np.array([1, 9]))
+        with pytest.raises(TypeError, match="integer token ids"):
+            planned.step(np.array([1.0, 2.0]))
