@@ -138,7 +138,10 @@ class _StepPlan:
                 or not all(isinstance(n.layer, steppable) for n in model.nodes)
                 or (token_ids and not isinstance(model.nodes[0].layer, Embedding))):
             return None
-        return cls(model, states, batch, num_threads, lock)
+        try:
+            return cls(model, states, batch, num_threads, lock)
+        except (ValueError, TypeError):  # e.g. layers of mixed dtypes: the general path copes
+            return None
 
     def __init__(self, model, states, batch, num_threads, lock):
         dtype = model.dtype
