@@ -51,7 +51,8 @@ def pack_panels(matrix: np.ndarray, hidden_size: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(3, panels, panel, k).transpose(0, 1, 3, 2))
 
 
-def _core_activation(name: str, hard_sigmoid: str) -> str:
+def core_activation(name: str, hard_sigmoid: str) -> str:
+    """The name the C core knows an activation by (hard_sigmoid by Keras version)."""
     return f"hard_sigmoid_{hard_sigmoid}" if name == "hard_sigmoid" else name
 
 
@@ -120,8 +121,8 @@ class GRU:
             H,
             [self._core_direction(d, reverse) for d, reverse in enumerate(GRU_DIRECTIONS[direction])],
             self.linear_before_reset,
-            _core_activation(activations[0], hard_sigmoid),
-            _core_activation(activations[1], hard_sigmoid),
+            core_activation(activations[0], hard_sigmoid),
+            core_activation(activations[1], hard_sigmoid),
         )
 
     def _core_direction(self, d: int, reverse: bool) -> tuple:
@@ -213,16 +214,9 @@ class Layer:
         return f"{type(self).__name__}({self.name!r})"
 
 
-def _compute_dtype(dtype) -> np.dtype:
+def compute_dtype(dtype) -> np.dtype:
     """float64 stays float64; every other float (float16, ...) computes in float32."""
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
-
-
-def _dtype_of(tensors: dict) -> np.dtype:
-    for array in tensors.values():
-        if array is not None and np.asarray(array).dtype.kind == "f":
-            return np.dtype(np.asarray(array).dtype.name)
-    return np.dtype(np.float32)
 
 
 class Dense(Layer):
@@ -241,7 +235,7 @@ class Dense(Layer):
         if kernel.ndim != 2 or kernel.dtype.kind != "f" or 0 in kernel.shape:
             raise ValueError(f"Dense {name!r}: kernel must be a non-empty 2-D float (in, out) "
                              f"array, got {kernel.dtype} {kernel.shape}")
-        self.dtype = _compute_dtype(kernel.dtype)
+        self.dtype = compute_dtype(kernel.dtype)
         self.kernel = np.ascontiguousarray(kernel, self.dtype)
         if bias is not None:
             bias = np.ascontiguousarray(bias, self.dtype)
@@ -399,7 +393,7 @@ class Embedding(Layer):
         if table.ndim != 2 or table.dtype.kind != "f" or 0 in table.shape:
             raise ValueError(f"Embedding {name!r}: table must be a non-empty 2-D float "
                              f"(vocab, dim) array, got {table.dtype} {table.shape}")
-        self.table = np.ascontiguousarray(table, _compute_dtype(table.dtype))
+        self.table = np.ascontiguousarray(table, compute_dtype(table.dtype))
         self.mask_zero = bool(mask_zero)
 
     def config(self):

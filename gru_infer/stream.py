@@ -14,11 +14,9 @@ import numpy as np
 
 from . import _core, activations
 from ._threads import resolve_num_threads
-from .layers import Activation, Dense, Embedding, Identity, Masking, Recurrent
+from .layers import Activation, Dense, Embedding, Identity, Masking, Recurrent, core_activation
 from .model import INPUT, RunContext
 
-# Activations the core applies in place (the rest go through NumPy).
-_CORE_ACTIVATIONS = {"sigmoid", "tanh", "relu", "linear", "softsign"}
 
 
 class Stream:
@@ -244,10 +242,9 @@ def _masking_step(mask_value, source, out, mask, previous):
 
 
 def _core_activation(name, hard_sigmoid):
-    """The name the core knows an activation by, or None."""
-    if name == "hard_sigmoid":
-        name = f"hard_sigmoid_{hard_sigmoid}"
-    return name if name in _CORE_ACTIVATIONS or name.startswith("hard_sigmoid_") else None
+    """The name the core applies an activation by in place, or None (NumPy's)."""
+    name = core_activation(name, hard_sigmoid)
+    return name if name in _core.ACTIVATION_CODES else None
 
 
 def _activation_step(name, hard_sigmoid, source, out):

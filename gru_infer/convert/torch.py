@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layers import Activation, Dense, Embedding, Recurrent
+from ..layers import Activation, Dense, Embedding, Recurrent, compute_dtype
 from ..model import Model
 from .torch_file import PickledObject, flatten_tensors, read_torch_file
 
@@ -255,13 +255,9 @@ def _to_canonical_gates(block: np.ndarray) -> np.ndarray:
     return np.concatenate([z, r, n], axis=0)
 
 
-def _compute_dtype(array: np.ndarray) -> np.dtype:
-    return np.dtype(np.float64) if array.dtype == np.float64 else np.dtype(np.float32)
-
-
 def gru_nodes(state: dict, stack: GRUStack, last_step_only: bool, name: str) -> list:
     """One Recurrent node per layer of the stack."""
-    dtype = _compute_dtype(state[f"{stack.prefix}weight_ih_l0"])
+    dtype = compute_dtype(state[f"{stack.prefix}weight_ih_l0"].dtype)
     nodes = []
     for k in range(stack.num_layers):
         cells = []
@@ -358,7 +354,7 @@ def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="
                 "nn.GRU with an optional embedding before it and nn.Linear layers after it; "
                 "pass head=[...] to choose the head, or strict=False to convert anyway")
 
-    dtype = _compute_dtype(state[f"{stack.prefix}weight_ih_l0"])
+    dtype = compute_dtype(state[f"{stack.prefix}weight_ih_l0"].dtype)
     name = stack.prefix.rstrip(".").replace(".", "_") or "gru"
     layers = []
     if embedding is not None:
