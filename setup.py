@@ -49,7 +49,7 @@ if os.environ.get("GRU_INFER_NATIVE") == "1":
 
 extension = Extension(
     "gru_infer._core",
-    sources=["gru_infer/_core.pyx", "src_c/gru.c", "src_c/kernels.c"],
+    sources=["src/gru_infer/_core.pyx", "src_c/gru.c", "src_c/kernels.c"],
     include_dirs=["src_c", np.get_include()],
     depends=["src_c/gru.h", "src_c/gru_impl.h", "src_c/gru_instances.h", "src_c/kernels.h",
              "src_c/kernels_impl.h", "src_c/activations.h"],
@@ -58,4 +58,4 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
-setup(ext_modules=cythonize([extension], language_level=3))
+setup(ext_modules=cythonize([extension], language_level=3), package_dir={"": "src"})

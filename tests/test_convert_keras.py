@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gru_infer
-from gru_infer.convert.keras import KerasFileError
+from gru_infer.converters.keras import KerasFileError
 
 pytest.importorskip("h5py")
 

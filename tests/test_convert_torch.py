@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gru_infer
-from gru_infer.convert.torch import TorchConversionError, convert_state_dict, describe_torch_file
+from gru_infer.converters.torch import TorchConversionError, convert_state_dict, describe_torch_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]

@@ -1,4 +1,4 @@
-"""Tests for the torch-free ``torch.save`` reader (gru_infer.convert.torch_file).
+"""Tests for the torch-free ``torch.save`` reader (gru_infer.converters.torch_file).
 
 Fixtures in tests/fixtures/torch/ were written by real torch
 (tools/make_torch_fixtures.py); nothing here needs torch.  The few tests that
@@ -31,7 +31,7 @@ MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
 
 def _import_reader():
     try:
-        return importlib.import_module("gru_infer.convert.torch_file")
+        return importlib.import_module("gru_infer.converters.torch_file")
     except ImportError:
         # gru_infer/__init__ imports the compiled core; if that is not built,
         # load the converter package from its folder on its own.
@@ -182,7 +182,7 @@ def test_reading_a_module_pickle_imports_nothing():
         "import sys, types, importlib\n"
         f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
         "try:\n"
-        "    from gru_infer.convert.torch_file import load_state_dict\n"
+        "    from gru_infer.converters.torch_file import load_state_dict\n"
         "except ImportError:\n"
         "    p = types.ModuleType('_c'); "
         f"p.__path__ = [{str(REPO_ROOT / 'gru_infer' / 'convert')!r}]; sys.modules['_c'] = p\n"

@@ -12,8 +12,8 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "20000"
 
 from ._threads import get_num_threads, set_num_threads
-from .convert import convert
-from .convert.torch import from_torch
+from .converters import convert
+from .converters.torch import from_torch
 from .layers import GRU
 from .model import Model
 from .stream import Stream

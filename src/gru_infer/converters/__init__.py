@@ -73,7 +73,7 @@ def convert(src, *, config=None, **torch_options):
 
     config: the model's JSON config for Keras weights-only files (a path, JSON
     text or a dict; by default the .json beside the file).  torch_options go
-    to the PyTorch reader (see gru_infer.convert.torch.convert_torch); they
+    to the PyTorch reader (see gru_infer.converters.torch.convert_torch); they
     also apply to a PyTorch state dict saved as safetensors.  A gru_infer
     weight file is simply loaded.
     """

@@ -13,7 +13,7 @@ import numpy as np
 
 def _open_model(path, config=None, torch_options=None):
     """A Model from a gru_infer weight file or straight from a checkpoint."""
-    from .convert import convert
+    from .converters import convert
 
     return convert(path, config=config, **(torch_options or {}))
 
@@ -35,14 +35,14 @@ def cmd_convert(args):
 
 
 def cmd_info(args):
-    from .convert import detect_format
+    from .converters import detect_format
 
     try:
         kind = detect_format(args.file)
     except ValueError:
         kind = "unknown"
     if kind == "torch" and not _torch_options(args):
-        from .convert.torch import describe_torch_file
+        from .converters.torch import describe_torch_file
 
         print(describe_torch_file(args.file))
         return
