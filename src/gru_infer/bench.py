@@ -125,9 +125,9 @@ def format_results(results) -> str:
 
 
 def bench_model_file(path, *, threads=None, batch_sizes=None, steps=100, seconds=1.0) -> dict:
-    from .cli import _open_model
+    from .api import convert
 
-    model = _open_model(path)
+    model = convert(path)
     print(f"{path}: {len(model.layers)} layers, {model.parameter_count:,} parameters; "
           f"sequences of {steps} steps; {seconds:g} s per measurement")
     return bench_model(model, threads=threads, batch_sizes=batch_sizes, steps=steps,

@@ -15,6 +15,7 @@ import json
 import os
 import zipfile
 
+from ._files import read_head
 from .keras_graph import major, major_from_config, model_from_config, normalise_layers
 from .keras_weights import Keras3Weights, KerasFileError, LegacyWeights, text
 
@@ -61,8 +62,6 @@ def _load_config(config, path) -> dict:
 
 def convert_keras(path, *, config=None):
     """Read a .keras, .h5 or .weights.h5 file (with config) into a ModelSpec."""
-    from . import read_head
-
     path = os.fspath(path)
     try:
         magic = read_head(path)
