@@ -4,16 +4,18 @@ convert_to_spec(src) picks the reader from the file's contents (not its
 name): a Keras 3 .keras archive or HDF5 (.h5, .weights.h5) goes to the Keras
 reader, a torch.save file (zip or legacy pickle) to the PyTorch reader, a
 safetensors file to the weight-file reader (a gru_infer model) or, for a
-PyTorch state dict saved with safetensors, to the PyTorch reader.  Converters
-import the spec layer only, never the runtime.
+PyTorch state dict saved with safetensors, to the PyTorch reader.  Keras files
+are HDF5, read by libhdf5, which a corrupted file can crash: they are
+converted in a capped child process (_isolation.py).  Converters import the
+spec layer only, never the runtime.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 
 from ..errors import FormatError
+from . import _limits
 from ._files import read_head
 
 _NOT_CHECKPOINTS = {
@@ -46,11 +48,8 @@ def detect_format(path) -> str:
     if magic.startswith(b"\x89HDF"):
         return "keras"
     if magic.startswith(b"PK"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError) as error:
-            raise FormatError(f"{path}: a damaged zip file ({error})") from None
+        with _limits.open_zip(path) as archive:
+            names = archive.namelist()
         if "config.json" in names:
             return "keras"
         if any(n.endswith("data.pkl") for n in names):
@@ -89,9 +88,9 @@ def convert_to_spec(src, *, config=None, **torch_options):
     if kind == "keras":
         if torch_options:
             raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")
-        from .keras import convert_keras
+        from ._isolation import convert_keras_isolated
 
-        return convert_keras(src, config=config)
+        return convert_keras_isolated(src, config=config)
     from .torch import convert_torch
 
     return convert_torch(src, **torch_options)

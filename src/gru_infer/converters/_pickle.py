@@ -34,6 +34,7 @@ import pickle
 import pickletools
 import re
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -543,10 +544,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._load_storage = load_storage
         self._budget = budget
         self._stand_in_classes: dict[str, type[PickledObject]] = {}
+        # The rebuild methods are reached through a weak reference: the C
+        # unpickler's stack and memo, which the garbage collector cannot see,
+        # hold them after a failed load, and a strong reference back to this
+        # unpickler (and so to the file it reads) would never be freed.
         rebuilders = {
-            "torch._utils._rebuild_tensor": self._rebuild_tensor,
-            "torch._utils._rebuild_tensor_v2": self._rebuild_tensor_v2,
-            "torch._utils._rebuild_tensor_v3": self._rebuild_tensor_v3,
+            "torch._utils._rebuild_tensor": _weak_method(self, "_rebuild_tensor"),
+            "torch._utils._rebuild_tensor_v2": _weak_method(self, "_rebuild_tensor_v2"),
+            "torch._utils._rebuild_tensor_v3": _weak_method(self, "_rebuild_tensor_v3"),
             "torch._utils._rebuild_parameter": _rebuild_parameter,
             "torch._utils._rebuild_parameter_with_state": _rebuild_parameter_with_state,
         }
@@ -554,7 +559,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             name: _AllowedCallable(name, function, rebuilds_tensor=True)
             for name, function in rebuilders.items()}
         self._callables["torch._tensor._rebuild_from_type_v2"] = _AllowedCallable(
-            "torch._tensor._rebuild_from_type_v2", self._rebuild_from_type_v2)
+            "torch._tensor._rebuild_from_type_v2", _weak_method(self, "_rebuild_from_type_v2"))
         self._callables.update(
             (name, _AllowedCallable(name, function))
             for name, function in _SAFE_CALLABLES.items())
@@ -564,7 +569,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         start = self._file.tell()
         check_opcodes(self._file)
         self._file.seek(start)
-        return super().load()
+        try:
+            return super().load()
+        finally:
+            self.memo = {}  # what the file built, freed now rather than with the unpickler
 
     # -- globals ------------------------------------------------------------
 
@@ -694,6 +702,19 @@ class RestrictedUnpickler(pickle.Unpickler):
                           writeable=False)
         array = dtype.to_numpy(view)
         return _apply_metadata(array, metadata)
+
+
+def _weak_method(obj: Any, name: str) -> Callable[..., Any]:
+    """obj.name(...), without keeping obj alive."""
+    ref = weakref.ref(obj)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        target = ref()
+        if target is None:
+            raise CheckpointError("a tensor rebuild outlived its unpickler")
+        return getattr(target, name)(*args, **kwargs)
+
+    return call
 
 
 def check_opcodes(file: Any) -> None:

@@ -11,10 +11,11 @@ each Keras class: keras_layers.py.
 from __future__ import annotations
 
 import io
-import json
 import os
 import zipfile
 
+from ..errors import FormatError
+from . import _limits
 from ._files import read_head
 from .keras_graph import major, major_from_config, model_from_config, normalise_layers
 from .keras_weights import Keras3Weights, KerasFileError, LegacyWeights, text
@@ -55,9 +56,9 @@ def _load_config(config, path) -> dict:
         except OSError as error:
             raise KerasFileError(f"cannot read the model config {config}: {error}") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise KerasFileError(f"the model config is not valid JSON: {error}") from None
+        return _limits.load_json(text, f"the model config {str(config)[:200]}")
+    except FormatError as error:
+        raise KerasFileError(str(error)) from error.__cause__
 
 
 def convert_keras(path, *, config=None):
@@ -74,29 +75,41 @@ def convert_keras(path, *, config=None):
             return _convert_h5(path, config)
     except KerasFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile,
-            json.JSONDecodeError) as error:
+    except FormatError as error:
+        raise KerasFileError(str(error)) from error.__cause__
+    except MemoryError as error:
+        raise KerasFileError(f"{path}: reading it ran out of memory: the file is corrupt or "
+                             "hostile") from error
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError,
+            OverflowError, RecursionError, NotImplementedError, zipfile.BadZipFile) as error:
+        # h5py raises most of these (RuntimeError, OverflowError, KeyError) on damaged files
         raise KerasFileError(f"{path}: corrupt or unreadable Keras file "
-                             f"({type(error).__name__}: {error})") from None
+                             f"({type(error).__name__}: {error})") from error
     raise KerasFileError(f"{path}: not a Keras file (neither a .keras zip nor HDF5)")
 
 
 def _convert_keras_archive(path):
     h5py = _h5py()
-    with zipfile.ZipFile(path) as archive:
+    with _limits.open_zip(path) as archive:
         names = archive.namelist()
         for needed in ("config.json", "model.weights.h5"):
             if needed not in names:
                 raise KerasFileError(f"{path}: a zip without {needed}: not a Keras 3 .keras file")
-        config = json.loads(archive.read("config.json"))
-        metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
-        weights_bytes = archive.read("model.weights.h5")
+        config = _limits.load_json(
+            _limits.read_zip_member(archive, "config.json", path, limit=_limits.MAX_JSON_BYTES),
+            f"{path}: config.json")
+        metadata = _limits.load_json(
+            _limits.read_zip_member(archive, "metadata.json", path, limit=_limits.MAX_JSON_BYTES),
+            f"{path}: metadata.json") if "metadata.json" in names else {}
+        weights_bytes = _limits.read_zip_member(archive, "model.weights.h5", path)
+    if not isinstance(metadata, dict):
+        raise KerasFileError(f"{path}: metadata.json must be a JSON object")
     version = str(metadata.get("keras_version", "3"))
     source = {"framework": "keras", "version": version, "format": ".keras",
               "file": os.path.basename(path)}
     with h5py.File(io.BytesIO(weights_bytes), "r") as root:
         _, layers, _ = normalise_layers(config, path)
-        weights = Keras3Weights(root, path, layers)
+        weights = Keras3Weights(root, path, layers, _limits.ArrayBudget(len(weights_bytes), path))
         return model_from_config(config, weights, major(version), path, source)
 
 
@@ -104,24 +117,32 @@ def _convert_h5(path, config):
     h5py = _h5py()
     with h5py.File(path, "r") as root:
         version = text(root.attrs.get("keras_version", ""))
-        if "model_config" in root.attrs:  # legacy full model, by Keras 2 or Keras 3
-            model_config = json.loads(text(root.attrs["model_config"]))
-            if "model_weights" not in root:
-                raise KerasFileError(f"{path}: has a model config but no model_weights group")
-            weights = LegacyWeights(root["model_weights"], path)
-            fmt = ".h5"
+        budget = _limits.ArrayBudget(os.path.getsize(path), path)
+        full_model = "model_config" in root.attrs  # legacy full model, by Keras 2 or Keras 3
+        if full_model:
+            model_config = _limits.load_json(text(root.attrs["model_config"]),
+                                             f"{path}: the model_config attribute")
         else:  # weights only
             model_config = _load_config(config, path)
+        if not isinstance(model_config, dict):
+            raise KerasFileError(f"{path}: the model config must be a JSON object, got "
+                                 f"{type(model_config).__name__}")
+        if full_model:
+            if "model_weights" not in root:
+                raise KerasFileError(f"{path}: has a model config but no model_weights group")
+            weights = LegacyWeights(root["model_weights"], path, budget)
+            fmt = ".h5"
+        else:
             style = major_from_config(model_config)
             version = version or str(model_config.get("keras_version", "")) or (
                 f"{style} (from the config's style)" if style else "")
             if "layer_names" in root.attrs or "layer_names0" in root.attrs:
-                weights = LegacyWeights(root, path)
+                weights = LegacyWeights(root, path, budget)
                 version = version or "2"
                 fmt = ".h5 weights"
             elif "layers" in root:
                 _, layers, _ = normalise_layers(model_config, path)
-                weights = Keras3Weights(root, path, layers)
+                weights = Keras3Weights(root, path, layers, budget)
                 version = version or "3"
                 fmt = ".weights.h5"
             else:

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from ..errors import ConversionError, FormatError
+from ._limits import MAX_ATTRIBUTE_CHUNKS, MAX_NAMES, ArrayBudget
 
 
 class KerasFileError(FormatError, ConversionError):
@@ -24,21 +25,47 @@ def text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _names(value, name: str) -> list:
+    """The names in one attribute value: a 1-D array (or list) of strings."""
+    values = np.atleast_1d(np.asarray(value))
+    if values.ndim != 1 or values.size > MAX_NAMES:
+        raise KerasFileError(f"attribute {name!r} is not a list of at most {MAX_NAMES} names "
+                             f"(shape {values.shape})")
+    if values.dtype.kind not in "OSU":
+        raise KerasFileError(f"attribute {name!r} holds {values.dtype} values, not names")
+    return [text(n) for n in values]
+
+
 def _string_list_attribute(group, name: str) -> list:
     """A list-of-names attribute; Keras splits long ones into name0, name1, ...
     (HDF5 caps an attribute at 64 KB)."""
     if name in group.attrs:
-        return [text(n) for n in group.attrs[name]]
+        return _names(group.attrs[name], name)
     values, chunk = [], 0
     while f"{name}{chunk}" in group.attrs:
-        values += [text(n) for n in group.attrs[f"{name}{chunk}"]]
+        if chunk >= MAX_ATTRIBUTE_CHUNKS or len(values) > MAX_NAMES:
+            raise KerasFileError(f"attribute {name!r} is split into more than "
+                                 f"{MAX_ATTRIBUTE_CHUNKS} chunks or {MAX_NAMES} names")
+        values += _names(group.attrs[f"{name}{chunk}"], f"{name}{chunk}")
         chunk += 1
     return values
 
 
-def _read_array(dataset) -> np.ndarray:
+def _read_array(dataset, budget: ArrayBudget, what: str) -> np.ndarray:
     """A weight as a float array; bfloat16 (stored as 2-byte opaque or uint16
-    data) is widened to float32."""
+    data) is widened to float32.  Its shape and dtype are checked against the
+    file's budget before anything is read."""
+    shape, dtype = getattr(dataset, "shape", None), getattr(dataset, "dtype", None)
+    if not isinstance(shape, tuple) or not isinstance(dtype, np.dtype) \
+            or not hasattr(dataset, "id") or not hasattr(dataset, "attrs"):
+        raise KerasFileError(f"{what} is not a dataset")
+    if dtype.kind not in "fiuV" or (dtype.kind == "V" and dtype.itemsize != 2) \
+            or dtype.fields is not None or dtype.subdtype is not None:
+        raise KerasFileError(f"{what} holds {dtype} values, not numbers")
+    try:
+        budget.charge(shape, max(dtype.itemsize, 4), what)  # bfloat16 widens to 4 bytes
+    except FormatError as error:
+        raise KerasFileError(str(error)) from None
     array = np.asarray(dataset)
     if array.dtype.kind == "V" and array.dtype.itemsize == 2:
         array = array.view(np.uint16)
@@ -53,8 +80,9 @@ class LegacyWeights:
     weights in ``weight_names`` (trainable ones first, so the order moves when
     part of a layer is frozen: weights are told apart by their path)."""
 
-    def __init__(self, group, path):
+    def __init__(self, group, path, budget=None):
         self.group, self.path = group, path
+        self.budget = budget or ArrayBudget(0, path)
         self.layer_names = _string_list_attribute(group, "layer_names")
         if not self.layer_names and "layer_names" not in group.attrs and \
                 "layer_names0" not in group.attrs:
@@ -68,7 +96,8 @@ class LegacyWeights:
         group = self.group[layer_name]
         names = _string_list_attribute(group, "weight_names")
         try:
-            return [(n, _read_array(group[n])) for n in names]
+            return [(n, _read_array(group[n], self.budget, f"{self.path}: weight {n!r} of layer "
+                                    f"{layer_name!r}")) for n in names]
         except KeyError as error:
             raise KerasFileError(f"{self.path}: layer {layer_name!r} lists a weight that is "
                                  f"missing: {error}") from None
@@ -99,8 +128,9 @@ class Keras3Weights:
     the layer's own name.  Newer files also note the layer name in each
     ``vars`` group's ``name`` attribute; it is used when present."""
 
-    def __init__(self, root, path, config_layers: list):
+    def __init__(self, root, path, config_layers: list, budget=None):
         self.root, self.path = root, path
+        self.budget = budget or ArrayBudget(0, path)
         layers = root.get("layers")
         if layers is None:
             raise KerasFileError(f"{path}: no 'layers' group: not a Keras 3 weights file")
@@ -136,7 +166,12 @@ class Keras3Weights:
         if "vars" not in node:
             return []
         vars_group = node["vars"]
-        return [_read_array(vars_group[k]) for k in sorted(vars_group, key=int)]
+        keys = list(vars_group)
+        if not all(k.isdigit() and len(k) < 10 for k in keys):
+            raise KerasFileError(f"{self.path}: {vars_group.name} holds entries that are not "
+                                 f"numbered variables: {keys[:8]}")
+        return [_read_array(vars_group[k], self.budget, f"{self.path}: {vars_group.name}/{k}")
+                for k in sorted(keys, key=int)]
 
 
 def _snake_case(name: str) -> str:

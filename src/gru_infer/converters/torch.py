@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConversionError, FormatError
+from ..errors import ConversionError, FormatError, GruInferError
 from ..spec.graph import INPUT, Input, ModelSpec, sequential
 from ..spec.layers import Activation, Dense, Embedding, GRUCell, Recurrent, compute_dtype
 from .torch_file import PickledObject, flatten_tensors, read_torch_file
@@ -145,7 +145,10 @@ def find_gru_stacks(state: dict) -> list:
             continue
         num_layers = max(k for k, _ in found) + 1
         bidirectional = any(r for _, r in found)
-        ih, hh = state[f"{prefix}weight_ih_l0"], state[f"{prefix}weight_hh_l0"]
+        ih, hh = state.get(f"{prefix}weight_ih_l0"), state.get(f"{prefix}weight_hh_l0")
+        if ih is None:
+            raise TorchConversionError(f"nn.GRU at {prefix!r}: has layer {num_layers - 1} "
+                                       "weights but no weight_ih_l0")
         if ih.ndim != 2:
             raise TorchConversionError(f"nn.GRU at {prefix!r}: weight_ih_l0 is not 2-D")
         hidden = hh.shape[1]
@@ -455,6 +458,21 @@ def convert_torch(path, *, prefix=None, head=None, head_activation=None,
         return convert_state_dict(state, head_on=head_on, strict=strict, source=source, **options)
     except TorchConversionError as error:
         raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
+    except GruInferError:
+        raise
+    except _STATE_DICT_ERRORS as error:
+        raise _unexpected(path, error) from error
+
+
+# What odd tensors (a scalar where a matrix goes, a complex or bool weight) can
+# trip in the structure finding: reported as a conversion error of the file.
+_STATE_DICT_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError,
+                      OverflowError)
+
+
+def _unexpected(path, error: BaseException) -> TorchConversionError:
+    return TorchConversionError(f"{os.fspath(path)}: its tensors do not form a GRU model "
+                                f"({type(error).__name__}: {error})")
 
 
 def read_safetensors_state_dict(path) -> dict:
@@ -479,6 +497,10 @@ def convert_safetensors_state_dict(path, *, batch_first=None, **options) -> Mode
                                   source=source, **options)
     except TorchConversionError as error:
         raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
+    except GruInferError:
+        raise
+    except _STATE_DICT_ERRORS as error:
+        raise _unexpected(path, error) from error
 
 
 def describe_torch_file(path) -> str:

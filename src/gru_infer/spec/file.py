@@ -174,8 +174,9 @@ def _tensor_names(config: dict) -> tuple:
             raise FormatError(f"layer {entry['name']!r}: its config must be an object")
         try:
             need, may = LAYER_KINDS[kind].tensor_names(layer_config)
-        except (TypeError, ValueError, KeyError) as error:
-            raise FormatError(f"layer {entry['name']!r}: malformed config ({error})") from None
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+            raise FormatError(f"layer {entry['name']!r}: malformed config "
+                              f"({type(error).__name__}: {error})") from None
         required.update(f"{entry['name']}/{key}" for key in need)
         optional.update(f"{entry['name']}/{key}" for key in may)
     return required, optional
@@ -220,7 +221,8 @@ def from_description(config: dict, tensors: dict) -> ModelSpec:
             own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             try:
                 layer = LAYER_KINDS[kind].from_config(name, entry["config"], own)
-            except (ValueError, TypeError, KeyError) as error:
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError,
+                    OverflowError) as error:
                 raise FormatError(f"layer {name!r} ({kind}) does not fit its config and "
                                     f"tensors: {error}") from None
             mask_input = entry.get("mask_input")
@@ -232,6 +234,6 @@ def from_description(config: dict, tensors: dict) -> ModelSpec:
                          precision=str(config.get("precision", "native")))
     except FormatError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
         raise FormatError(f"the model config is malformed: {type(error).__name__}: "
                             f"{error}") from None
