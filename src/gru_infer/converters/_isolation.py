@@ -40,6 +40,7 @@ MEMORY_BYTES = 512 << 20
 MEMORY_PER_INPUT_BYTE = 8
 STATUS_BYTES = 1 << 20
 
+# -S: no site processing (.pth files); the parent's sys.path is handed over whole
 _BOOTSTRAP = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
               "from gru_infer.converters._isolation import child_main; child_main(sys.argv[2:])")
 
@@ -85,11 +86,11 @@ def convert_keras_isolated(path, *, config=None):
         config_arg = _config_argument(config, tmp, path)
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                    MKL_NUM_THREADS="1", GRU_INFER_HDF5_IN_PROCESS="1")
-        command = [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), path, out, status_path,
+        command = [sys.executable, "-S", "-c", _BOOTSTRAP, json.dumps(sys.path), path, out, status_path,
                    config_arg, str(memory), str(int(cpu_s) + 1), str(memory)]
         with open(stderr_path, "wb") as stderr:
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=stderr, env=env, cwd=tmp)
+                                     stderr=stderr, env=env)
             try:
                 code = child.wait(timeout=wall_s)
             except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ reading any tensor data.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import tempfile
@@ -29,6 +30,8 @@ FORMAT_VERSION = 2
 MAX_LAYERS = 10_000
 MAX_CONFIG_BYTES = 64 << 20
 MAX_JSON_DEPTH = 64
+MAX_SHAPE_RANK = 8
+MAX_DIMENSION = 1 << 31
 
 
 def save(spec: ModelSpec, path) -> None:
@@ -89,6 +92,11 @@ def load(path) -> ModelSpec:
         return _load(path)
     except FormatError as error:
         raise FormatError(f"{path}: {error}") from error.__cause__
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+            RecursionError) as error:
+        # what _check_structure and the layers' own checks did not foresee
+        raise FormatError(f"{path}: the model config is malformed "
+                          f"({type(error).__name__}: {error})") from error
 
 
 def _load(path) -> ModelSpec:
@@ -130,8 +138,10 @@ def _config_of(metadata: dict) -> dict:
         raise FormatError(f"the model config nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         version = int(config.get("format_version", metadata.get("format_version")))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FormatError("the model config has no valid format_version") from None
+    if version < 1:
+        raise FormatError(f"the model config has format_version {version}; versions start at 1")
     if version > FORMAT_VERSION:
         raise FormatError(f"written in gru_infer format version {version}; this gru_infer "
                             f"reads up to version {FORMAT_VERSION}: upgrade gru_infer")
@@ -145,11 +155,53 @@ def _config_of(metadata: dict) -> dict:
     if not all(isinstance(n, str) and n for n in names):
         raise FormatError("every layer in the model config needs a name")
     if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = sorted(n for n, count in collections.Counter(names).items() if count > 1)
         raise FormatError(f"layer names are used twice: {twice[:8]}")
     if version == 1:
         config = _upgrade_v1(config)
+    _check_structure(config)
     return config
+
+
+def _is_ref(value) -> bool:
+    """A (source name, output index) reference as JSON: [str, int]."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool)
+            and 0 <= value[1] < MAX_LAYERS)
+
+
+def _check_structure(config: dict) -> None:
+    """The JSON types of every part of a config, before anything is built from it."""
+    inputs = config.get("inputs")
+    if not isinstance(inputs, list) or not inputs or len(inputs) > MAX_LAYERS:
+        raise FormatError("the model config's inputs must be a non-empty list")
+    for i in inputs:
+        if not (isinstance(i, dict) and isinstance(i.get("name", INPUT), str)
+                and isinstance(i.get("dtype"), str) and isinstance(i.get("shape"), list)
+                and 1 <= len(i["shape"]) <= MAX_SHAPE_RANK
+                and all(s is None or (isinstance(s, int) and not isinstance(s, bool)
+                                      and 0 < s <= MAX_DIMENSION) for s in i["shape"])):
+            raise FormatError(f"the model config has a malformed input: {str(i)[:200]}")
+    for entry in config["layers"]:
+        where = f"layer {entry['name']!r}"
+        if not isinstance(entry.get("kind"), str) or not isinstance(entry.get("config"), dict):
+            raise FormatError(f"{where}: needs a kind (a string) and a config (an object)")
+        refs = entry.get("inputs")
+        if not isinstance(refs, list) or len(refs) > MAX_LAYERS or not all(map(_is_ref, refs)):
+            raise FormatError(f"{where}: its inputs must be a list of [source, index] pairs")
+        mask = entry.get("mask_input")
+        if mask is not None and not _is_ref(mask):
+            raise FormatError(f"{where}: its mask_input must be a [source, index] pair or null")
+    outputs = config.get("outputs")
+    if not isinstance(outputs, list) or not outputs or not all(map(_is_ref, outputs)):
+        raise FormatError("the model config's outputs must be a non-empty list of [source, index] "
+                          "pairs")
+    if not isinstance(config.get("time_major", False), bool):
+        raise FormatError("the model config's time_major must be true or false")
+    if not isinstance(config.get("precision", "native"), str):
+        raise FormatError("the model config's precision must be a string")
+    if not isinstance(config.get("source") or {}, dict):
+        raise FormatError("the model config's source must be an object")
 
 
 def _depth(value, limit: int = MAX_JSON_DEPTH + 1) -> int:
@@ -192,7 +244,10 @@ def _upgrade_v1(config: dict) -> dict:
     layers = []
     for entry in config["layers"]:
         entry = dict(entry)
-        layer_config = dict(entry.get("config") or {})
+        layer_config = entry.get("config") or {}
+        if not isinstance(layer_config, dict):
+            raise FormatError(f"layer {entry['name']!r}: its config must be an object")
+        layer_config = dict(layer_config)
         hard_sigmoid = layer_config.pop("hard_sigmoid", "keras3")
         if "activation" in layer_config and isinstance(layer_config["activation"], str):
             layer_config["activation"] = activations.resolve(layer_config["activation"],
