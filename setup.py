@@ -3,7 +3,8 @@
 OpenMP is used when the compiler has it; otherwise the build goes on
 single-threaded and says so.  GRU_INFER_NATIVE=1 adds -march=native (off by
 default: a wheel must run on other x86-64 CPUs; the kernels pick AVX2+FMA at
-run time anyway).
+run time anyway).  GRU_INFER_SANITIZE=1 builds with AddressSanitizer and
+UBSan (see .ci/sanitizers.sh); an -O level in CFLAGS replaces our -O3.
 """
 
 import os
@@ -46,6 +47,17 @@ else:
     compile_args.append("-Wno-unknown-pragmas")
 if os.environ.get("GRU_INFER_NATIVE") == "1":
     compile_args.append("-march=native")
+# extra_compile_args come after CFLAGS on the command line: an optimisation level
+# the user chose in CFLAGS must not be overridden by ours.
+if any(flag.startswith("-O") for flag in os.environ.get("CFLAGS", "").split()):
+    compile_args = [a for a in compile_args if not a.startswith("-O")]
+if os.environ.get("GRU_INFER_SANITIZE") == "1":
+    # AddressSanitizer + UndefinedBehaviorSanitizer (.ci/sanitizers.sh); -O1 keeps the reports
+    # readable, and any undefined behaviour aborts.
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                "-fno-omit-frame-pointer", "-g"]
+    compile_args = [a for a in compile_args if not a.startswith("-O")] + ["-O1"] + sanitize
+    link_args += sanitize
 
 extension = Extension(
     "gru_infer.runtime._core",

@@ -232,31 +232,71 @@ def test_half_precision_and_empty_dense_layers(rng):
 
 
 def test_one_stream_shared_by_two_threads_stays_consistent(rng):
-    """Calls on one stream are serialised: each thread's steps are whole."""
-    model = seed_like_model(rng)
+    """Calls on one stream are serialised: each thread's steps are whole.
+
+    The inputs vary, and the model's output is its GRU state, so every output
+    tells the state a step started from: the calls must line up as one serial
+    order, which is rebuilt here step by step (a torn or lost step has no
+    place in any order)."""
+    W, R, B = random_gru_weights(rng, 4, 8)
+    model = Model.sequential([Recurrent("gru", [dict(W=W[0], R=R[0], B=B[0])])],
+                             input_shape=(None, 4))
     stream = model.stream(batch_size=2)
-    x = rng.standard_normal((2, 6)).astype(np.float32)
+    steps = 150
+    inputs = [rng.standard_normal((steps, 2, 4)).astype(np.float32) for _ in range(2)]
+    outputs = [[], []]
     errors = []
 
-    def work():
+    def work(i):
         try:
-            for _ in range(200):
-                stream.step(x)
+            for x in inputs[i]:
+                outputs[i].append(stream.step(x))
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    # 400 steps of the same input, in any interleaving, give one state
-    single = model.stream(batch_size=2)
-    for _ in range(400):
-        expected = single.step(x)
-    np.testing.assert_allclose(stream.step(x), single.step(x), atol=1e-6)
-    assert expected.shape == (2, 2)
+    replay = model.stream(batch_size=2)
+    state = np.zeros((1, 2, 8), np.float32)
+    done = [0, 0]
+    while done != [steps, steps]:
+        for i in (0, 1):
+            if done[i] == steps:
+                continue
+            replay.state = [state]
+            if np.allclose(replay.step(inputs[i][done[i]]), outputs[i][done[i]], atol=1e-6):
+                state = outputs[i][done[i]][None]
+                done[i] += 1
+                break
+        else:
+            raise AssertionError(f"after {done} steps, neither thread's next output follows "
+                                 "from the state: a step was torn or lost")
+    np.testing.assert_allclose(stream.state[0], state, atol=1e-6)
+
+
+def test_eight_threads_share_one_model_on_varying_inputs(rng):
+    """Different shapes and values from 8 threads at once give what a serial run gives."""
+    model = seed_like_model(rng)
+    inputs = [rng.standard_normal((1 + i % 3, 5 + i, 6)).astype(np.float32) for i in range(8)]
+    expected = [model(x) for x in inputs]
+    results = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()
+        results[i] = all(np.array_equal(model(inputs[(i + k) % 8], num_threads=1 + k % 2),
+                                        expected[(i + k) % 8]) for k in range(24))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 8
 
 
 @pytest.mark.parametrize("kind", ["embedding", "masking"])

@@ -517,7 +517,7 @@ def campaign(fmt: Format, seconds: float, seed: int, out: str, memory: int, time
                 with open(os.path.join(out, "findings", name + fmt.suffix), "wb") as f:
                     f.write(_read_fresh(path))
                 if config_path:
-                    with open(os.path.join(out, "findings", name + ".json"), "wb") as f:
+                    with open(os.path.join(out, "findings", name + ".config.json"), "wb") as f:
                         f.write(_read_fresh(config_path))
                 record = dict(format=fmt.name, seed=seed, iteration=iteration, outcome=outcome,
                               message=message, **described)
