@@ -388,7 +388,7 @@ class Stream:
         self.batch_size = batch_size
         self.num_threads = resolve_num_threads(num_threads)
         self._states: dict = {}
-        self._lock = threading.Lock()
+        self._lock = _runtime()._core.Lock()
         self._programs: dict = {}
         step = self._compiled(1)
         inputs = model.spec.inputs
@@ -396,10 +396,11 @@ class Stream:
         declared = {i.name: (None,) + i.shape[1:] for i in inputs}
         self._sequence_outputs = [shape[:1] == (None,)
                                   for shape in model.spec.output_shapes(declared)]
-        if len(inputs) == 1 and len(model.spec.outputs) == 1:
+        if len(inputs) == 1:
             shape = (batch_size,) + tuple(step.inputs[inputs[0].name].shape[2:])
-            output = step.outputs[0][:, 0] if self._sequence_outputs[0] else step.outputs[0]
-            step.program.bind_step(self._lock, shape, self._convert_step, output)
+            outputs = [o[:, 0] if sequence else o
+                       for o, sequence in zip(step.outputs, self._sequence_outputs)]
+            step.program.bind_step(self._lock, shape, self._convert_step, outputs)
             self.step = step.program.step  # the hot path: one call into compiled code
 
     def __reduce__(self):
