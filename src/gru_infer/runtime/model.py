@@ -330,7 +330,8 @@ def check_input(spec_input: Input, value, time_major: bool, named: bool) -> np.n
     # The declared time axis is not enforced: Keras models declared with a
     # fixed length run on other lengths, and a stream runs one step at a
     # time; layers that need the declared length (Flatten) say so themselves.
-    expected = (None, None) + spec_input.shape[1:]
+    sequence = spec_input.token_ids or len(spec_input.shape) >= 2
+    expected = (None, None) + spec_input.shape[1:] if sequence else (None,) + spec_input.shape
     if time_major and x.ndim == len(expected):
         x = x.swapaxes(0, 1)
     if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape)):
