@@ -508,7 +508,7 @@ MERGE_OPS = ("add", "subtract", "multiply", "average", "maximum", "minimum")
 # How merges treat Keras masks.  "keras2": the output mask is the and of the
 # inputs' masks (unmasked inputs left out), values are the plain op.
 # "keras3": the or of the masks, no mask as soon as one input has none, and
-# Multiply / Maximum / Minimum substitute masked inputs (see reference.py).
+# Multiply / Maximum / Minimum substitute masked inputs (tests/fixtures/keras_graph/README.md).
 MASK_SEMANTICS = ("keras2", "keras3")
 
 
