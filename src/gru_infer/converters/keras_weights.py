@@ -31,6 +31,8 @@ def _names(value, name: str) -> list:
     if values.ndim != 1 or values.size > MAX_NAMES:
         raise KerasFileError(f"attribute {name!r} is not a list of at most {MAX_NAMES} names "
                              f"(shape {values.shape})")
+    if values.size == 0:  # Keras writes an empty list as an empty float array
+        return []
     if values.dtype.kind not in "OSU":
         raise KerasFileError(f"attribute {name!r} holds {values.dtype} values, not names")
     return [text(n) for n in values]
