@@ -527,10 +527,13 @@ def campaign(fmt: Format, seconds: float, seed: int, out: str, memory: int, time
                 if not quiet:
                     print(f"  finding {name}: {outcome} {message[:120]}", flush=True)
             iteration += 1
-    summary = {"format": fmt.name, "seed": seed, "inputs": iteration - first_iteration,
+    summary = {"format": fmt.name, "seed": seed,
+               "hdf5_in_process": os.environ.get("GRU_INFER_HDF5_IN_PROCESS") == "1",
+               "inputs": iteration - first_iteration,
                "seconds": round(time.monotonic() - start, 1), "outcomes": counts,
                "findings": len(findings)}
-    with open(os.path.join(out, f"summary-{fmt.name}-{seed}.json"), "w") as f:
+    mode = "-in-process" if summary["hdf5_in_process"] else ""
+    with open(os.path.join(out, f"summary-{fmt.name}{mode}-{seed}.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
 
@@ -552,7 +555,13 @@ def main(argv=None) -> int:
                         help="regenerate and run this one iteration (with --seed, --format)")
     parser.add_argument("--replay", default=None, help="run one saved input (with --format)")
     parser.add_argument("--config", default=None, help="with --replay: the config JSON")
+    parser.add_argument("--in-process", action="store_true",
+                        help="read HDF5 in the fuzzed process (GRU_INFER_HDF5_IN_PROCESS=1): many "
+                             "more inputs a second, and libhdf5's own crashes and hangs show as "
+                             "findings (the default path survives them in its reader process)")
     args = parser.parse_args(argv)
+    if args.in_process:
+        os.environ["GRU_INFER_HDF5_IN_PROCESS"] = "1"
     names = sorted(FORMATS) if args.format == "all" else [args.format]
     for name in names:
         if name not in FORMATS:
