@@ -39,6 +39,11 @@ KEPT = {
 }
 
 
+# libhdf5 itself crashes or loops on these: only the default path, which reads
+# HDF5 in a capped child process, survives them.
+FATAL_TO_LIBHDF5 = {"segv_attr.h5", "hang_attr.h5"}
+
+
 def _open(path, **options):
     """What a user does: load a weight file (and call it), convert anything else."""
     if path.endswith(".safetensors"):
@@ -64,6 +69,9 @@ def test_every_kept_finding_has_a_case():
 
 @pytest.mark.parametrize("name", sorted(KEPT))
 def test_kept_finding_is_refused(name):
+    if name in FATAL_TO_LIBHDF5 and os.environ.get("GRU_INFER_HDF5_IN_PROCESS") == "1":
+        pytest.skip("HDF5 is read in this process (GRU_INFER_HDF5_IN_PROCESS=1), which libhdf5 "
+                    "does not survive on this file")
     _refused(os.path.join(REGRESSIONS, name), KEPT[name])
 
 
