@@ -51,10 +51,10 @@ def _load_config(config, path) -> dict:
     text = str(config)
     if not text.lstrip().startswith("{"):
         try:
-            with open(text) as f:
-                text = f.read()
+            with open(text, "rb") as f:
+                text = f.read(_limits.MAX_JSON_BYTES + 1)  # load_json refuses what is over
         except OSError as error:
-            raise KerasFileError(f"cannot read the model config {config}: {error}") from None
+            raise KerasFileError(f"cannot read the model config {config}: {error}") from error
     try:
         return _limits.load_json(text, f"the model config {str(config)[:200]}")
     except FormatError as error:
