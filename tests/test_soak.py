@@ -18,7 +18,11 @@ HERE = os.path.dirname(__file__)
 TORCH = os.path.join(HERE, "fixtures", "torch")
 REGRESSIONS = os.path.join(HERE, "fixtures", "regressions")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm"),
+    pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                       reason="AddressSanitizer keeps freed memory in quarantine"),
+]
 
 
 def rss_bytes() -> int:

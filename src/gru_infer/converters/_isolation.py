@@ -226,8 +226,11 @@ def child_main(argv: list) -> None:
     try:
         import resource
 
-        for limit, value in ((resource.RLIMIT_AS, int(memory)), (resource.RLIMIT_CPU, int(cpu_s)),
-                             (resource.RLIMIT_FSIZE, int(file_bytes)), (resource.RLIMIT_CORE, 0)):
+        limits = [(resource.RLIMIT_CPU, int(cpu_s)), (resource.RLIMIT_FSIZE, int(file_bytes)),
+                  (resource.RLIMIT_CORE, 0)]
+        if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan's shadow needs terabytes
+            limits.append((resource.RLIMIT_AS, int(memory)))
+        for limit, value in limits:
             soft, hard = resource.getrlimit(limit)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(limit, (value, hard))
