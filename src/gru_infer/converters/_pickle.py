@@ -737,7 +737,7 @@ def check_opcodes(file: Any) -> None:
                 highest_memo_index = max(highest_memo_index, argument)
     except Exception as exc:  # noqa: BLE001 - genops raises several types
         raise CheckpointError(
-            f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from None
+            f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from exc
     # pickle numbers memo slots 0, 1, 2, ...: never more slots than opcodes.
     if highest_memo_index >= opcode_count:
         raise CheckpointError(

@@ -163,7 +163,7 @@ class Builder:
         except KerasFileError:
             raise
         except (ValueError, TypeError, KeyError) as error:  # a layer refusing its weights or options
-            raise KerasFileError(f"{where}: {type(error).__name__}: {error}") from None
+            raise KerasFileError(f"{where}: {type(error).__name__}: {error}") from error
 
     def bidirectional(self, layer: dict, position: int, where: str) -> Recurrent:
         config = layer["config"]

@@ -102,7 +102,7 @@ class LegacyWeights:
                                     f"{layer_name!r}")) for n in names]
         except KeyError as error:
             raise KerasFileError(f"{self.path}: layer {layer_name!r} lists a weight that is "
-                                 f"missing: {error}") from None
+                                 f"missing: {error}") from error
 
     def arrays(self, layer_name: str, class_name: str, position: int, part: str = "") -> list:
         """The layer's weights in their canonical order (kernel, recurrent

@@ -152,8 +152,8 @@ def _unpickle(stream: BinaryIO, load_storage: Callable[[StorageRef], Storage],
         return RestrictedUnpickler(stream, load_storage, budget).load()
     except CheckpointError as exc:
         raise type(exc)(f"{what}: {exc}") from exc
-    except EOFError:
-        raise CheckpointError(f"{what}: the pickle is truncated") from None
+    except EOFError as exc:
+        raise CheckpointError(f"{what}: the pickle is truncated") from exc
     except Exception as exc:
         raise CheckpointError(
             f"{what}: corrupt pickle ({type(exc).__name__}: {exc})") from exc
@@ -172,7 +172,7 @@ def _read_zip(file: BinaryIO, budget: MemoryBudget) -> Any:
         archive = zipfile.ZipFile(file)
     except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, UnicodeDecodeError, ...
         raise CheckpointError(
-            f"damaged or truncated zip archive ({type(exc).__name__}: {exc})") from None
+            f"damaged or truncated zip archive ({type(exc).__name__}: {exc})") from exc
     with archive:
         names = archive.namelist()
         if not names:
@@ -216,10 +216,10 @@ def _read_record(archive: zipfile.ZipFile, name: str, budget: MemoryBudget) -> b
     try:
         data = archive.read(info)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"zip record {name!r} is damaged or truncated ({exc})") from None
+        raise CheckpointError(f"zip record {name!r} is damaged or truncated ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - e.g. zlib.error, NotImplementedError
         raise CheckpointError(
-            f"zip record {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
+            f"zip record {name!r} cannot be read ({type(exc).__name__}: {exc})") from exc
     if len(data) != info.file_size:
         raise CheckpointError(f"zip record {name!r} is truncated")
     return data

@@ -131,7 +131,7 @@ def _config_of(metadata: dict) -> dict:
     try:
         config = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:
-        raise FormatError(f"the model config is not valid JSON ({error})") from None
+        raise FormatError(f"the model config is not valid JSON ({error})") from error
     if not isinstance(config, dict):
         raise FormatError("the model config must be a JSON object")
     if _depth(config) > MAX_JSON_DEPTH:
