@@ -27,7 +27,7 @@ from ..model import INPUT, Model, Node
 
 IDENTITY_CLASSES = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
                     "AlphaDropout", "ActivityRegularization")
-SUPPORTED = ("InputLayer", "GRU", "Bidirectional", "Dense", "TimeDistributed(Dense)", "Embedding",
+SUPPORTED = ("InputLayer", "GRU", "CuDNNGRU", "Bidirectional", "Dense", "TimeDistributed(Dense)", "Embedding",
              "Masking", "Activation", "ReLU", "Softmax", "NotEqual", "Any") + IDENTITY_CLASSES
 _EXTRA_WEIGHTS_HINT = " (quantized or LoRA-enabled layers are not supported: convert the float model)"
 GRU_CELL_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "relu", "linear", "softsign")
@@ -101,13 +101,36 @@ class LegacyWeights:
 
     def __init__(self, group, path):
         self.group, self.path = group, path
+        self.aliases = {}  # config layer name -> file layer name, when matched by order
         self.layer_names = _string_list_attribute(group, "layer_names")
         if not self.layer_names and "layer_names" not in group.attrs and \
                 "layer_names0" not in group.attrs:
             raise KerasFileError(f"{path}: no layer_names attribute: not a Keras weights group")
 
+    def match_layers(self, config_layers: list):
+        """A weights-only file whose layer names are not the config's (a config
+        rebuilt from code gets fresh names): pair layers with weights in order,
+        as Keras' load_weights does; counts and shapes must agree."""
+        from .keras_match import WeightMatchError, has_weights, match_by_order
+
+        file_layers = []
+        for name in self.layer_names:
+            names = _string_list_attribute(self.group[name], "weight_names") \
+                if name in self.group else []
+            if names:
+                file_layers.append((name, [self.group[name][n].shape if n in self.group[name]
+                                           else () for n in names]))
+        wanted = [layer["name"] for layer in config_layers if has_weights(layer)]
+        if all(name in dict(file_layers) for name in wanted):
+            return
+        try:
+            self.aliases = match_by_order(config_layers, file_layers, self.path)
+        except WeightMatchError as error:
+            raise KerasFileError(str(error)) from None
+
     def named_arrays(self, layer_name: str, class_name: str, position: int) -> list:
         """[(weight name, array)] of one layer, as the file lists them."""
+        layer_name = self.aliases.get(layer_name, layer_name)
         if layer_name not in self.layer_names:
             raise KerasFileError(f"{self.path}: no weights for layer #{position} {layer_name!r} "
                                  f"({class_name}); the file has weights for {self.layer_names}")
@@ -124,6 +147,7 @@ class LegacyWeights:
         kernel, bias / embeddings), of the sublayer whose path has a component
         starting with part ("forward", "backward") when given."""
         named = self.named_arrays(layer_name, class_name, position)
+        layer_name = self.aliases.get(layer_name, layer_name)
         if part:  # forward_<name>/...; the backward half may carry its own custom name
 
             def inside(name):  # path components below the layer's own name
@@ -148,6 +172,8 @@ class Keras3Weights:
     def __init__(self, root, path, config_layers: list):
         self.root, self.path = root, path
         layers = root.get("layers")
+        if layers is None and any(key.startswith("layers\\") for key in root):
+            layers = _BackslashPaths(root).get("layers")  # written on Windows
         if layers is None:
             raise KerasFileError(f"{path}: no 'layers' group: not a Keras 3 weights file")
         self.keys = {}
@@ -183,6 +209,53 @@ class Keras3Weights:
             return []
         vars_group = node["vars"]
         return [_read_array(vars_group[k]) for k in sorted(vars_group, key=int)]
+
+
+class _BackslashPaths:
+    """The groups of a weights file written on Windows by tf.keras 2.13-2.15,
+    whose saving code joined paths with os.path.join: one flat group named
+    ``layers\\gru\\cell`` (holding ``vars``) instead of nested groups.  Read
+    with \\ as the path separator, as the same tree of nested groups."""
+
+    def __init__(self, root, path: str = "", index: dict | None = None):
+        if index is None:
+            index = {}
+            root.visititems(lambda name, obj: index.setdefault(name.replace("\\", "/"), obj)
+                            and None)
+        self._index, self._path, self._root = index, path, root
+        own = index.get(path)
+        self.attrs = own.attrs if own is not None else {}
+
+    def _child_path(self, name: str) -> str:
+        return f"{self._path}/{name}" if self._path else name
+
+    def __iter__(self):
+        prefix = self._child_path("")
+        seen = []
+        for key in self._index:
+            if key.startswith(prefix):
+                head = key[len(prefix):].split("/")[0]
+                if head not in seen:
+                    seen.append(head)
+        return iter(seen)
+
+    def __contains__(self, name) -> bool:
+        return self.get(name) is not None
+
+    def get(self, name, default=None):
+        child = self._child_path(name)
+        node = self._index.get(child)
+        if node is not None and not hasattr(node, "keys"):  # a dataset
+            return node
+        if node is not None or any(k.startswith(child + "/") for k in self._index):
+            return _BackslashPaths(self._root, child, self._index)
+        return default
+
+    def __getitem__(self, name):
+        node = self.get(name)
+        if node is None:
+            raise KeyError(name)
+        return node
 
 
 def _snake_case(name: str) -> str:
@@ -296,6 +369,27 @@ def _activation_name(value, where: str) -> str:
 # -- layer by layer ----------------------------------------------------------------
 
 
+def _gru_config(layer: dict) -> dict:
+    """A GRU layer's config; CuDNNGRU (Keras 2's GPU-only layer) as the GRU it
+    computes: reset_after, sigmoid gate, tanh candidate, with biases."""
+    config = layer["config"]
+    if layer["class_name"] == "CuDNNGRU":
+        config = dict(config, reset_after=True, recurrent_activation="sigmoid",
+                      activation="tanh", use_bias=True)
+    return config
+
+
+def _from_cudnn(kernel, recurrent, bias) -> tuple:
+    """GRU(reset_after=True) weights from CuDNNGRU ones, as Keras 2 converts
+    them on load (saving.legacy.hdf5_format._convert_rnn_weights): per gate
+    (z, r, h), the input kernel block holds cuDNN's (units, input) matrix
+    read in the other memory order, the recurrent block is transposed; the
+    (6u,) bias is [input bias | recurrent bias]."""
+    kernel = np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, 3)])
+    recurrent = np.hstack([k.T for k in np.hsplit(recurrent, 3)])
+    return kernel, recurrent, bias.reshape(2, -1)
+
+
 class _Builder:
     def __init__(self, path, weights, keras_major: int):
         self.path = path
@@ -325,6 +419,12 @@ class _Builder:
         dtype = np.float64 if kernel.dtype == np.float64 else np.float32
         reset_after = config.get("reset_after")
         B = None
+        if use_bias and arrays[2].shape == (6 * units,):  # written by CuDNNGRU
+            if reset_after is False:
+                raise KerasFileError(f"{where}: CuDNNGRU weights (bias of shape (6*units,)) "
+                                     "are not compatible with GRU(reset_after=False)")
+            kernel, recurrent, bias = _from_cudnn(kernel, recurrent, arrays[2])
+            arrays = [kernel, recurrent, bias]
         if use_bias:
             bias = arrays[2]
             if reset_after is None:
@@ -393,7 +493,8 @@ class _Builder:
                 raise KerasFileError(f"{where}: Softmax over axis {config.get('axis')} is not "
                                      "supported; only the last axis")
             return Activation(name, "softmax")
-        if cls in ("GRU", "GRUV2"):
+        if cls in ("GRU", "GRUV2", "CuDNNGRU"):
+            config = _gru_config(layer)
             if config.get("return_state"):
                 raise KerasFileError(f"{where}: return_state=True is not supported")
             cell = self.gru_cell(config, self.arrays(layer, position, "cell"), where)
@@ -431,10 +532,10 @@ class _Builder:
         forward_config = config["layer"]
         backward_config = config.get("backward_layer") or forward_config
         for sub in (forward_config, backward_config):
-            if sub["class_name"] not in ("GRU", "GRUV2"):
+            if sub["class_name"] not in ("GRU", "GRUV2", "CuDNNGRU"):
                 raise KerasFileError(f"{where}: Bidirectional({sub['class_name']}) is not "
                                      "supported; only Bidirectional(GRU)")
-        fc, bc = forward_config["config"], backward_config["config"]
+        fc, bc = _gru_config(forward_config), _gru_config(backward_config)
         backward_goes_back = bc.get("go_backwards", True) if "backward_layer" in config \
             else not fc.get("go_backwards", False)
         if fc.get("go_backwards", False) or not backward_goes_back:
@@ -612,6 +713,7 @@ def _convert_h5(path, config) -> Model:
                 f"{style} (from the config's style)" if style else "")
             if "layer_names" in root.attrs or "layer_names0" in root.attrs:
                 weights = LegacyWeights(root, path)
+                weights.match_layers(_normalise_layers(model_config, path)[1])
                 version = version or "2"
                 fmt = ".h5 weights"
             elif "layers" in root:
