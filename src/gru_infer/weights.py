@@ -133,8 +133,29 @@ def save_model(model: Model, path) -> None:
                                       "config": json.dumps(config)})
 
 
+def _refuse_checkpoints(path):
+    """load() reads gru_infer's own files; say so when given a checkpoint."""
+    from .converters import detect_format, read_head
+
+    try:
+        kind = detect_format(path)
+    except ValueError as error:  # a folder, an LFS pointer, an HTML page, ...
+        if os.path.exists(path):
+            raise WeightFileError(str(error)) from None
+        return  # the reader says it is missing
+    what = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
+            "tf_checkpoint": "a TensorFlow checkpoint"}.get(kind)
+    if kind == "torch" and read_head(path, 2)[:1] in (b"\x80", b"P"):  # pickle or zip
+        what = "a PyTorch checkpoint (torch.save)"
+    if what:
+        raise WeightFileError(f"{path}: {what}, not a gru_infer model file: use "
+                              "gru_infer.convert() to read it (gru-infer convert writes a model "
+                              "file once)")
+
+
 def load(path) -> Model:
     """Read a model written by Model.save / gru-infer convert."""
+    _refuse_checkpoints(os.fspath(path))
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
         raise WeightFileError(f"{path}: a safetensors file, but not a gru_infer model "

@@ -1,7 +1,8 @@
 """Converters that read framework checkpoints without the frameworks.
 
 convert(src) picks the reader from the file's first bytes: a Keras 3 .keras
-archive or HDF5 (.h5, .weights.h5) goes to the Keras reader, a torch.save
+archive or HDF5 (.h5, .weights.h5) goes to the Keras reader, a TF SavedModel
+folder or TF checkpoint (.index + data shards) to the TF reader, a torch.save
 file (zip or legacy pickle) to the PyTorch reader.  Each ends in the
 canonical form, a gru_infer Model.
 """
@@ -22,28 +23,80 @@ def read_head(path, size: int = 8) -> bytes:
 
 
 _NOT_CHECKPOINTS = {
-    ".pb": "a TensorFlow SavedModel: save the Keras model as .keras or .h5 instead",
-    ".index": "a TensorFlow checkpoint: save the Keras model as .keras or .h5 instead",
+    ".pb": "a TensorFlow graph (.pb), not a SavedModel folder: pass the folder that holds "
+           "saved_model.pb and variables/, or save the Keras model as .keras or .h5",
     ".weights.json": "the index of sharded Keras weights: gru_infer reads one .weights.h5 "
                      "file; save without max_shard_size",
     ".onnx": "an ONNX model: convert the Keras or PyTorch checkpoint instead",
 }
+SNIFF_BYTES = 512
+
+
+def _refuse_text(path, head: bytes):
+    """A clear error for files that are text, not a checkpoint: Git LFS
+    pointers, web pages saved by mistake, configs and other text."""
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        raise ValueError(f"{path}: a Git LFS pointer, not the model: run `git lfs pull` in the "
+                         "repository (or download the file itself)")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<!--")) or b"<html" in text:
+        raise ValueError(f"{path}: an HTML page, not a checkpoint (a web page saved by mistake? "
+                         "download the raw file)")
+    if not head or b"\0" in head:
+        return
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the end
+            return
+    if any(b < 32 and b not in (9, 10, 13) for b in head):
+        return
+    if text.startswith((b"{", b"[")):
+        raise ValueError(f"{path}: a JSON text file, not a checkpoint (a model config? pass it "
+                         "as config= together with the weights file)")
+    raise ValueError(f"{path}: a text file, not a checkpoint")
 
 
 def detect_format(path) -> str:
-    """'keras', 'torch' or 'safetensors', from the file's contents (not its name)."""
+    """'keras', 'torch', 'safetensors', 'tf_savedmodel' or 'tf_checkpoint',
+    from the file's contents (names only where TensorFlow's layout fixes them)."""
+    from .tf_bundle import FOOTER_BYTES, TABLE_MAGIC
+    from .tf_savedmodel import checkpoint_prefix, savedmodel_dir
+
     path = os.fspath(path)
+    if savedmodel_dir(path) is not None:
+        return "tf_savedmodel"
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "config.json")):
             raise ValueError(f"{path}: an unzipped Keras model folder; gru_infer reads the zipped "
                              ".keras file (model.save('model.keras'))")
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"{path}: {_NOT_CHECKPOINTS['.pb']}")
-        raise ValueError(f"{path}: a folder, not a checkpoint file")
+        if checkpoint_prefix(path) is not None:
+            return "tf_checkpoint"
+        raise ValueError(f"{path}: a folder, not a checkpoint file (nor a SavedModel folder or "
+                         "a folder with a TF checkpoint)")
+    prefix = checkpoint_prefix(path)
+    if prefix is not None:
+        index = prefix + ".index"
+        try:
+            with open(index, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() >= FOOTER_BYTES:
+                    f.seek(-8, os.SEEK_END)
+                    if int.from_bytes(f.read(8), "little") == TABLE_MAGIC:
+                        return "tf_checkpoint"
+        except OSError:
+            if os.path.basename(path) == "checkpoint" or not path.endswith(".index"):
+                raise ValueError(f"{path}: names the TF checkpoint {prefix}, but {index} is "
+                                 "missing") from None
+        if path.endswith(".index"):
+            _refuse_text(path, read_head(path, SNIFF_BYTES))
+            raise ValueError(f"{path}: named .index, but not a TensorFlow checkpoint index (no "
+                             "table magic number at its end; truncated?)")
     for suffix, reason in _NOT_CHECKPOINTS.items():
         if path.endswith(suffix):
             raise ValueError(f"{path}: {reason}")
-    magic = read_head(path, 9)
+    head = read_head(path, SNIFF_BYTES)
+    magic = head[:9]
     if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
         return "safetensors"
     if magic.startswith(b"\x89HDF"):
@@ -63,6 +116,7 @@ def detect_format(path) -> str:
                              "checkpoint; save model.state_dict() with torch.save")
         raise ValueError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
                          "torch.save checkpoint")
+    _refuse_text(path, head)
     # anything else may be a legacy torch.save stream (any pickle protocol);
     # the PyTorch reader checks its magic number and says so if it is not
     return "torch"
@@ -71,13 +125,22 @@ def detect_format(path) -> str:
 def convert(src, *, config=None, **torch_options):
     """A gru_infer Model from a Keras or PyTorch checkpoint.
 
-    config: the model's JSON config for Keras weights-only files (a path, JSON
-    text or a dict; by default the .json beside the file).  torch_options go
+    config: the model's JSON config (model.to_json()) for Keras weights-only
+    files and TF checkpoints (a path, JSON text or a dict; by default the .json
+    beside the file); for a SavedModel it replaces the recorded architecture.  torch_options go
     to the PyTorch reader (see gru_infer.converters.torch.convert_torch); they
     also apply to a PyTorch state dict saved as safetensors.  A gru_infer
     weight file is simply loaded.
     """
     kind = detect_format(src)
+    if kind in ("tf_savedmodel", "tf_checkpoint"):
+        if torch_options:
+            raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")
+        from .tf_savedmodel import convert_checkpoint, convert_savedmodel
+
+        if kind == "tf_savedmodel":
+            return convert_savedmodel(src, config=config)
+        return convert_checkpoint(src, config=config)
     if kind == "safetensors":
         from ..weights import FORMAT_NAME, load, read_safetensors
 
