@@ -32,16 +32,20 @@ _NOT_CHECKPOINTS = {
 SNIFF_BYTES = 512
 
 
+class NotACheckpointError(ValueError):
+    """A path that is no checkpoint gru_infer reads, with what it is instead."""
+
+
 def _refuse_text(path, head: bytes):
     """A clear error for files that are text, not a checkpoint: Git LFS
     pointers, web pages saved by mistake, configs and other text."""
     if head.startswith(b"version https://git-lfs.github.com/spec/"):
-        raise ValueError(f"{path}: a Git LFS pointer, not the model: run `git lfs pull` in the "
-                         "repository (or download the file itself)")
+        raise NotACheckpointError(f"{path}: a Git LFS pointer, not the model: run `git lfs pull` "
+                                  "in the repository (or download the file itself)")
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<!--")) or b"<html" in text:
-        raise ValueError(f"{path}: an HTML page, not a checkpoint (a web page saved by mistake? "
-                         "download the raw file)")
+        raise NotACheckpointError(f"{path}: an HTML page, not a checkpoint (a web page saved by "
+                                  "mistake? download the raw file)")
     if not head or b"\0" in head:
         return
     try:
@@ -52,9 +56,9 @@ def _refuse_text(path, head: bytes):
     if any(b < 32 and b not in (9, 10, 13) for b in head):
         return
     if text.startswith((b"{", b"[")):
-        raise ValueError(f"{path}: a JSON text file, not a checkpoint (a model config? pass it "
-                         "as config= together with the weights file)")
-    raise ValueError(f"{path}: a text file, not a checkpoint")
+        raise NotACheckpointError(f"{path}: a JSON text file, not a checkpoint (a model config? "
+                                  "pass it as config= together with the weights file)")
+    raise NotACheckpointError(f"{path}: a text file, not a checkpoint")
 
 
 def detect_format(path) -> str:
@@ -68,12 +72,12 @@ def detect_format(path) -> str:
         return "tf_savedmodel"
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "config.json")):
-            raise ValueError(f"{path}: an unzipped Keras model folder; gru_infer reads the zipped "
-                             ".keras file (model.save('model.keras'))")
+            raise NotACheckpointError(f"{path}: an unzipped Keras model folder; gru_infer reads "
+                                      "the zipped .keras file (model.save('model.keras'))")
         if checkpoint_prefix(path) is not None:
             return "tf_checkpoint"
-        raise ValueError(f"{path}: a folder, not a checkpoint file (nor a SavedModel folder or "
-                         "a folder with a TF checkpoint)")
+        raise NotACheckpointError(f"{path}: a folder, not a checkpoint file (nor a SavedModel "
+                                  "folder or a folder with a TF checkpoint)")
     prefix = checkpoint_prefix(path)
     if prefix is not None:
         index = prefix + ".index"
@@ -86,15 +90,15 @@ def detect_format(path) -> str:
                         return "tf_checkpoint"
         except OSError:
             if os.path.basename(path) == "checkpoint" or not path.endswith(".index"):
-                raise ValueError(f"{path}: names the TF checkpoint {prefix}, but {index} is "
-                                 "missing") from None
+                raise NotACheckpointError(f"{path}: names the TF checkpoint {prefix}, but {index} "
+                                          "is missing") from None
         if path.endswith(".index"):
             _refuse_text(path, read_head(path, SNIFF_BYTES))
-            raise ValueError(f"{path}: named .index, but not a TensorFlow checkpoint index (no "
-                             "table magic number at its end; truncated?)")
+            raise NotACheckpointError(f"{path}: named .index, but not a TensorFlow checkpoint "
+                                      "index (no table magic number at its end; truncated?)")
     for suffix, reason in _NOT_CHECKPOINTS.items():
         if path.endswith(suffix):
-            raise ValueError(f"{path}: {reason}")
+            raise NotACheckpointError(f"{path}: {reason}")
     head = read_head(path, SNIFF_BYTES)
     magic = head[:9]
     if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
@@ -106,16 +110,16 @@ def detect_format(path) -> str:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as error:
-            raise ValueError(f"{path}: a damaged zip file ({error})") from None
+            raise NotACheckpointError(f"{path}: a damaged zip file ({error})") from None
         if "config.json" in names:
             return "keras"
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
         if any(n.endswith("archive_format") or "/models/" in n for n in names):
-            raise ValueError(f"{path}: a torch.export archive (.pt2), not a torch.save "
+            raise NotACheckpointError(f"{path}: a torch.export archive (.pt2), not a torch.save "
                              "checkpoint; save model.state_dict() with torch.save")
-        raise ValueError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
-                         "torch.save checkpoint")
+        raise NotACheckpointError(f"{path}: a zip file that is neither a Keras .keras archive nor "
+                                  "a torch.save checkpoint")
     _refuse_text(path, head)
     # anything else may be a legacy torch.save stream (any pickle protocol);
     # the PyTorch reader checks its magic number and says so if it is not

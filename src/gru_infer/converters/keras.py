@@ -670,8 +670,8 @@ def convert_keras(path, *, config=None) -> Model:
             return _convert_h5(path, config)
     except KerasFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile,
-            json.JSONDecodeError) as error:
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError,
+            zipfile.BadZipFile, json.JSONDecodeError) as error:  # h5py: RuntimeError too
         raise KerasFileError(f"{path}: corrupt or unreadable Keras file "
                              f"({type(error).__name__}: {error})") from None
     raise KerasFileError(f"{path}: not a Keras file (neither a .keras zip nor HDF5)")
@@ -716,7 +716,7 @@ def _convert_h5(path, config) -> Model:
                 weights.match_layers(_normalise_layers(model_config, path)[1])
                 version = version or "2"
                 fmt = ".h5 weights"
-            elif "layers" in root:
+            elif "layers" in root or any(key.startswith("layers\\") for key in root):
                 _, layers, _ = _normalise_layers(model_config, path)
                 weights = Keras3Weights(root, path, layers)
                 version = version or "3"

@@ -30,6 +30,7 @@ FOOTER_BYTES = 48  # two block handles padded to 40 bytes, then the 8-byte magic
 BLOCK_TRAILER_BYTES = 5  # compression type, masked crc32c
 MAX_INDEX_BYTES = 1 << 30
 MAX_SHARDS = 99999  # the shard file names carry five digits
+MAX_RANK = 32
 HEADER_KEY = ""
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -122,10 +123,12 @@ def _zeros_tables(log2_bytes: int) -> np.ndarray:
 
 
 def crc32c(data, crc: int = 0) -> int:
-    """CRC-32C of data (continuing from crc, the CRC-32C of what came before).  Large inputs run as 1 KiB lanes side by side in NumPy
-    (slicing-by-4), whose registers are then merged pairwise: crc is linear,
-    so crc(A + B) = zeros_|B|(crc(A)) ^ crc0(B).  ~300 MB/s; plain Python
-    would manage ~10 MB/s."""
+    """CRC-32C of data, continuing from crc (the CRC-32C of what came before).
+
+    Large inputs run as 1 KiB lanes side by side in NumPy (slicing-by-4),
+    whose registers are then merged pairwise: crc is linear, so
+    crc(A + B) = zeros_|B|(crc(A)) ^ crc0(B).  ~300 MB/s, where plain
+    Python manages ~10 MB/s."""
     view = memoryview(data).cast("B")
     lanes = len(view) // _CRC_LANE_BYTES
     state = crc ^ 0xFFFFFFFF
@@ -251,6 +254,9 @@ def _shape(entry: dict, key: str, path) -> tuple:
     if shape.get("unknown_rank"):
         raise TensorBundleError(f"{path}: variable {key!r} has an unknown rank")
     dims = tuple(d["size"] for d in shape.get("dim", []))
+    if len(dims) > MAX_RANK:
+        raise TensorBundleError(f"{path}: variable {key!r} has {len(dims)} dimensions; at most "
+                                f"{MAX_RANK} are supported")
     if any(d < 0 for d in dims):
         raise TensorBundleError(f"{path}: variable {key!r} has shape {dims} with a negative "
                                 "dimension")

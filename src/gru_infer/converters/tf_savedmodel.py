@@ -27,6 +27,7 @@ import re
 
 from ._protobuf import ProtobufError, decode
 from .keras import KerasFileError, _load_config, _major, _normalise_layers, model_from_config
+from .keras_match import has_weights
 from .tf_bundle import OBJECT_GRAPH_KEY, TensorBundle, TensorBundleError
 
 _REFERENCE = {1: ("node_id", "int", False), 2: ("local_name", "string", False)}
@@ -43,8 +44,6 @@ _USER_OBJECT = {1: ("identifier", "string", False), 3: ("metadata", "string", Fa
 SAVED_MODEL = {2: ("meta_graphs", {7: ("object_graph_def", {1: ("nodes", {
     4: ("user_object", _USER_OBJECT, False)}, True)}, False)}, True)}
 
-WEIGHTED_CLASSES = ("GRU", "GRUV2", "CuDNNGRU", "Bidirectional", "Dense", "TimeDistributed",
-                    "Embedding")
 # the canonical order of a layer's variables (the order the builder expects)
 _VARIABLE_RANK = {"kernel": 0, "recurrent_kernel": 1, "bias": 2, "embeddings": 0}
 _LAYER_CHILD = re.compile(r"layer(_with_weights)?-(\d+)$")
@@ -93,10 +92,17 @@ class ObjectGraph:
         return sorted(found, key=lambda item: _VARIABLE_RANK.get(item[0], 3))
 
     def holds_variables(self, node: int, depth: int = 4) -> bool:
-        if self.keys[node] is not None:
-            return True
-        return depth > 0 and any(self.holds_variables(c, depth - 1)
-                                 for n, c in self.children[node].items() if n not in _NOT_MODELS)
+        """Whether a variable is within depth edges below node (optimizer
+        and bookkeeping children aside)."""
+        seen, frontier = {node}, [node]
+        for _ in range(depth + 1):
+            if any(self.keys[n] is not None for n in frontier):
+                return True
+            frontier = list(dict.fromkeys(c for n in frontier for name, c in
+                                          self.children[n].items()
+                                          if name not in _NOT_MODELS and c not in seen))
+            seen.update(frontier)
+        return False
 
 
 def _has_layer_children(graph: ObjectGraph, node: int) -> bool:
@@ -116,7 +122,7 @@ class ObjectGraphWeights:
         children = graph.children[self.model]
         counted = [layer for layer in layers
                    if not (cls == "Sequential" and layer["class_name"] == "InputLayer")]
-        weighted = [layer["name"] for layer in layers if layer["class_name"] in WEIGHTED_CLASSES]
+        weighted = [layer["name"] for layer in layers if has_weights(layer)]
         self.nodes = {}
         if any(name.startswith("layer_with_weights-") for name in children):
             self.mode = "layer_with_weights-N"
@@ -136,30 +142,36 @@ class ObjectGraphWeights:
         """The model's node: the root (model.save_weights, SavedModel), or the
         object under it that tracks layers (tf.train.Checkpoint(model=...))."""
         graph = self.graph
-        if _has_layer_children(graph, 0):
-            return 0
-        frontier = [c for n, c in graph.children[0].items() if n not in _NOT_MODELS]
-        for _ in range(3):
+        seen, frontier = {0}, [0]
+        for _ in range(4):
             for node in frontier:
                 if _has_layer_children(graph, node):
                     return node
-            frontier = [c for node in frontier
-                        for n, c in graph.children[node].items() if n not in _NOT_MODELS]
+            frontier = list(dict.fromkeys(c for node in frontier
+                                          for n, c in graph.children[node].items()
+                                          if n not in _NOT_MODELS and c not in seen))
+            seen.update(frontier)
         model = graph.child(0, "model")  # tf.train.Checkpoint(model=a subclassed model)
         return model if model is not None else 0
 
-    def _layer_listing(self) -> str:
-        """What the checkpoint has, for messages: its layer objects with variables."""
-        graph, parts = self.graph, []
+    def _layer_children(self) -> list:
+        """(name, node) of the model's children that are layers with variables,
+        as this mode names them."""
+        found = []
         for name, node in self.graph.children[self.model].items():
-            if name in _NOT_MODELS or (self.mode == "layer_with_weights-N"
-                                       and not name.startswith("layer_with_weights-")):
+            if name in _NOT_MODELS or node in (0, self.model):  # 'root': a reference back
+                continue
+            if self.mode == "layer_with_weights-N" and not name.startswith("layer_with_weights-"):
                 continue
             if self.mode == "layer-N" and not _LAYER_CHILD.match(name):
                 continue
-            if graph.holds_variables(node):
-                parts.append(name)
-        return ", ".join(parts) or "none"
+            if self.graph.holds_variables(node):
+                found.append((name, node))
+        return found
+
+    def _layer_listing(self) -> str:
+        """What the checkpoint has, for messages."""
+        return ", ".join(name for name, _ in self._layer_children()) or "none"
 
     def group(self, layer_name: str, class_name: str, position: int) -> int:
         node = self.nodes.get(layer_name)
@@ -189,16 +201,7 @@ class ObjectGraphWeights:
 
     def check_all_used(self):
         """Checkpoint layers with weights that no config layer took: an error."""
-        left = []
-        for name, node in self.graph.children[self.model].items():
-            if name in _NOT_MODELS or node in self.used or not self.graph.holds_variables(node):
-                continue
-            if self.mode != "name" and not _LAYER_CHILD.match(name):
-                continue
-            if self.mode == "layer_with_weights-N" and not name.startswith("layer_with"):
-                continue
-            if node not in self.used:
-                left.append(name)
+        left = [name for name, node in self._layer_children() if node not in self.used]
         if left:
             raise TFModelError(f"{self.path}: the checkpoint has weights for objects the config "
                                f"does not use: {', '.join(left)}; is the config that of this "
@@ -288,15 +291,24 @@ def _convert(bundle, graph, path, model_config, version: str, fmt: str):
 
 
 def _wrap_errors(function):
+    """Every failure as a TFModelError naming the path (FileNotFoundError aside):
+    a config that is JSON but not a model config fails inside the builder
+    with KeyError, TypeError, ..."""
     def wrapped(path, *args, **kwargs):
         try:
             return function(path, *args, **kwargs)
-        except TensorBundleError as error:
+        except KerasFileError:
+            raise
+        except (TensorBundleError, ProtobufError) as error:
             raise TFModelError(str(error)) from None
+        except FileNotFoundError:
+            raise
         except OSError as error:
-            if isinstance(error, FileNotFoundError):
-                raise
             raise TFModelError(f"{path}: cannot read: {error.strerror or error}") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                RecursionError) as error:
+            raise TFModelError(f"{path}: the model config does not describe a Keras model "
+                               f"gru_infer can build ({type(error).__name__}: {error})") from None
     wrapped.__name__, wrapped.__doc__ = function.__name__, function.__doc__
     return wrapped
 
@@ -305,9 +317,7 @@ def _wrap_errors(function):
 def convert_savedmodel(path, *, config=None):
     """A Keras model saved as a TF SavedModel directory (model.save("dir") in
     tf.keras 2.x); config= overrides the architecture it records."""
-    directory = os.fspath(path)
-    if os.path.isfile(directory):
-        directory = os.path.dirname(directory) or "."
+    directory = savedmodel_dir(path) or os.fspath(path)
     prefix = os.path.join(directory, "variables", "variables")
     if not os.path.isfile(prefix + ".index"):
         raise TFModelError(f"{directory}: a SavedModel without variables/variables.index "
