@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-stable CPU math
 os.environ.pop("TF_USE_LEGACY_KERAS", None)
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # for the Keras 3 fixtures
 
 import h5py
 import numpy as np
@@ -428,6 +429,58 @@ def make_textgen_subclassed():
             "config layers matched by name"], x, y)
 
 
+def make_ckpt_k3():
+    """Keras 3 (TensorFlow backend) models under tf.train.Checkpoint: layers
+    tracked as _operations, Dense's kernel as _kernel."""
+    names = ("ckpt_k3_seq_tf2", "ckpt_k3_func_tf2")
+    if WRITER != "tf2" or not any(wanted(n) for n in names):
+        return
+    import keras as k3
+
+    def sequential():
+        return k3.Sequential([
+            k3.Input((None, 3)),
+            k3.layers.GRU(6, recurrent_activation="hard_sigmoid", return_sequences=True),
+            k3.layers.Bidirectional(k3.layers.GRU(4, reset_after=False)),
+            k3.layers.Dense(3, activation="softmax"),
+        ])
+
+    def functional():
+        inp = k3.Input((None,), dtype="int32")
+        h = k3.layers.Embedding(15, 5, mask_zero=True)(inp)
+        h = k3.layers.GRU(6, return_sequences=True)(h)
+        h = k3.layers.TimeDistributed(k3.layers.Dense(2, activation="tanh"))(h)
+        return k3.Model(inp, h)
+
+    for name, build, make_x in ((names[0], sequential, lambda rng: randn(rng, 2, 6, 3, scale=2.0)),
+                                (names[1], functional, lambda rng: tokens(rng, 3, 6, 15))):
+        if not wanted(name):
+            continue
+        k3.backend.clear_session()
+        k3.utils.set_random_seed(1234)
+        model = build()
+        rng = rng_for(name)
+        model.set_weights([(rng.standard_normal(w.shape) * 0.8).astype(w.dtype)
+                           for w in model.get_weights()])
+        x = make_x(rng)
+        y = np.asarray(model.predict(x, verbose=0))
+        clean(name, f"{name}.json")
+        prefix = tf.train.Checkpoint(model=model).save(str(OUT / name / "ckpt"))
+        text = model.to_json()
+        (OUT / f"{name}.json").write_text(json.dumps(json.loads(text), indent=1) + "\n")
+        again = k3.models.model_from_json(text)
+        tf.train.Checkpoint(model=again).restore(prefix).assert_existing_objects_matched()
+        check_close(name, np.asarray(again.predict(x, verbose=0)), y)
+        record(name, [name, f"{name}.json"], F_CKPT,
+               f"Keras 3 {type(model).__name__} under tf.train.Checkpoint(model=) + to_json()",
+               ["Keras 3 object graph: _operations (InputLayer included), _kernel",
+                "Keras version from the config's style (hard_sigmoid = Keras 3's)"]
+               if build is sequential else
+               ["Keras 3 functional _operations", "Embedding mask_zero", "TimeDistributed"],
+               x, y, writer=f"keras {k3.__version__} (TensorFlow {tf.__version__})",
+               keras_version=k3.__version__)
+
+
 # --------------------------------------------------------------------------
 # Keras 2 .h5: names that do not match, CuDNNGRU
 # --------------------------------------------------------------------------
@@ -761,8 +814,10 @@ def make_windows():
 STEPS = [
     (("sm_seq_tf2", "sm_func_tf2"), (make_sm_seq, make_sm_func)),
     (("sm_bidir_tf215",), (make_sm_bidir,)),
-    (("ckpt_weights_tf2", "ckpt_object_tf2", "textgen_tf2", "textgen_subclassed_tf2"),
-     (make_ckpt_weights, make_ckpt_object, make_textgen, make_textgen_subclassed)),
+    (("ckpt_weights_tf2", "ckpt_object_tf2", "textgen_tf2", "textgen_subclassed_tf2",
+      "ckpt_k3_seq_tf2", "ckpt_k3_func_tf2"),
+     (make_ckpt_weights, make_ckpt_object, make_textgen, make_textgen_subclassed,
+      make_ckpt_k3)),
     (("order_tf2", "cudnn_bidir_tf2", "cudnn_f16_tf2"),
      (make_order, make_cudnn_bidir, make_cudnn_f16)),
     (("windows_tf215", "windows_weights_tf215"), (make_windows,)),

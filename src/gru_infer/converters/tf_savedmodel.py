@@ -11,7 +11,11 @@ layers as ``layer_with_weights-N`` (the N-th layer that has weights) and
 variables by their names (``kernel``, ``recurrent_kernel``, ``bias``,
 ``embeddings``).  Checkpoint keys are only the first path to each variable
 (``trainable_variables/0/...`` as often as ``layer_with_weights-0/cell/...``),
-so weights are found by walking that structure, never by key.
+so weights are found by walking that structure, never by key.  Keras 3 models
+under ``tf.train.Checkpoint`` (TensorFlow backend) track their layers as the
+list ``_operations`` (of the model, or of the ``_functional`` inside a
+Sequential), one entry per config layer, InputLayer included, and a few
+variables with a leading underscore (``_kernel``, ``_embeddings``).
 
 The architecture comes from ``keras_metadata.pb`` of a SavedModel (TF 2.5+),
 from the root object's metadata inside ``saved_model.pb`` (TF 2.0 to 2.4), or,
@@ -26,7 +30,8 @@ import os
 import re
 
 from ._protobuf import ProtobufError, decode
-from .keras import KerasFileError, _load_config, _major, _normalise_layers, model_from_config
+from .keras import (KerasFileError, _load_config, _major, _major_from_config, _normalise_layers,
+                    model_from_config)
 from .keras_match import has_weights
 from .tf_bundle import OBJECT_GRAPH_KEY, TensorBundle, TensorBundleError
 
@@ -89,7 +94,7 @@ class ObjectGraph:
         """[(name, checkpoint key)] of a node's own variables, canonical order first."""
         found = [(name, self.keys[child]) for name, child in self.children[node].items()
                  if self.keys[child] is not None]
-        return sorted(found, key=lambda item: _VARIABLE_RANK.get(item[0], 3))
+        return sorted(found, key=lambda item: _VARIABLE_RANK.get(item[0].lstrip("_"), 3))
 
     def holds_variables(self, node: int, depth: int = 4) -> bool:
         """Whether a variable is within depth edges below node (optimizer
@@ -106,7 +111,8 @@ class ObjectGraph:
 
 
 def _has_layer_children(graph: ObjectGraph, node: int) -> bool:
-    return any(_LAYER_CHILD.match(name) for name in graph.children[node])
+    return any(_LAYER_CHILD.match(name) or name == "_operations"
+               for name in graph.children[node])
 
 
 class ObjectGraphWeights:
@@ -124,7 +130,12 @@ class ObjectGraphWeights:
                    if not (cls == "Sequential" and layer["class_name"] == "InputLayer")]
         weighted = [layer["name"] for layer in layers if has_weights(layer)]
         self.nodes = {}
-        if any(name.startswith("layer_with_weights-") for name in children):
+        if "_operations" in children:  # Keras 3: one entry per config layer, in order
+            self.mode = "_operations"
+            operations = graph.children[children["_operations"]]
+            for index, layer in enumerate(layers):
+                self.nodes[layer["name"]] = operations.get(str(index))
+        elif any(name.startswith("layer_with_weights-") for name in children):
             self.mode = "layer_with_weights-N"
             for index, name in enumerate(weighted):
                 self.nodes[name] = children.get(f"layer_with_weights-{index}")
@@ -158,7 +169,11 @@ class ObjectGraphWeights:
         """(name, node) of the model's children that are layers with variables,
         as this mode names them."""
         found = []
-        for name, node in self.graph.children[self.model].items():
+        children = self.graph.children[self.model]
+        if self.mode == "_operations":
+            children = {f"_operations/{name}": node for name, node in
+                        self.graph.children[children["_operations"]].items()}
+        for name, node in children.items():
             if name in _NOT_MODELS or node in (0, self.model):  # 'root': a reference back
                 continue
             if self.mode == "layer_with_weights-N" and not name.startswith("layer_with_weights-"):
@@ -179,6 +194,7 @@ class ObjectGraphWeights:
             expected = {"layer_with_weights-N": "a layer_with_weights-N object for it (the "
                         "config has more layers with weights than the checkpoint)",
                         "layer-N": "a layer-N object at its position",
+                        "_operations": "an _operations entry at its position",
                         "name": f"an object named {layer_name!r}"}[self.mode]
             raise TFModelError(f"{self.path}: no weights for layer #{position} {layer_name!r} "
                                f"({class_name}): expected {expected}; the checkpoint has "
@@ -363,6 +379,9 @@ def convert_checkpoint(path, *, config=None):
         config = candidate
     model_config = _load_config(config, prefix)
     version = str(model_config.get("keras_version", "")) if isinstance(model_config, dict) else ""
+    if not version:  # Keras 3's to_json() names no version
+        style = _major_from_config(model_config)
+        version = f"{style} (from the config's style)" if style else ""
     return _convert(bundle, graph, prefix, model_config, version, "TF checkpoint")
 
 
