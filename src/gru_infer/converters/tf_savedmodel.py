@@ -30,8 +30,14 @@ import os
 import re
 
 from ._protobuf import ProtobufError, decode
-from .keras import (KerasFileError, _load_config, _major, _major_from_config, _normalise_layers,
-                    model_from_config)
+from .keras import (
+    KerasFileError,
+    _load_config,
+    _major,
+    _major_from_config,
+    _normalise_layers,
+    model_from_config,
+)
 from .keras_match import has_weights
 from .tf_bundle import OBJECT_GRAPH_KEY, TensorBundle, TensorBundleError
 
