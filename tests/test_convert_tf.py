@@ -145,6 +145,21 @@ def test_a_missing_data_shard_is_named(tmp_path):
         gru_infer.convert(root / "ckpt_weights_tf2", config=root / "ckpt_weights_tf2.json")
 
 
+def test_a_state_file_with_the_writers_absolute_path(tmp_path):
+    root = copy_fixture("textgen_tf2", tmp_path) / "textgen_tf2"
+    (root / "checkpoint").write_text('model_checkpoint_path: "/content/training/ckpt_1"\n'
+                                     'all_model_checkpoint_paths: "/content/training/ckpt_1"\n')
+    x, y = expected("textgen_tf2")
+    np.testing.assert_allclose(gru_infer.convert(root, config=FIXTURES / "textgen_tf2.json")(x),
+                               y, atol=1e-5)
+    (root / "checkpoint").unlink()  # one .index in the folder: that one
+    assert detect_format(root) == "tf_checkpoint"
+    shutil.copy(root / "ckpt_1.index", root / "ckpt_2.index")
+    with pytest.raises(NotACheckpointError, match=r"holds 2 TF checkpoints \(ckpt_1.index, "
+                                                  r"ckpt_2.index\).*pass one of them"):
+        detect_format(root)
+
+
 def test_a_state_file_naming_a_missing_checkpoint(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt_9"\n')
     with pytest.raises(NotACheckpointError, match=r"ckpt_9\.index is missing"):
@@ -239,6 +254,23 @@ def test_a_tf1_checkpoint_without_object_graph_is_refused(tmp_path):
                                                                                   np.float32)})
     with pytest.raises(TFModelError, match="no object graph"):
         gru_infer.convert(tmp_path / "model.ckpt", config=FIXTURES / "ckpt_weights_tf2.json")
+
+
+def test_cudnn_weights_into_a_gru_config_are_converted_as_keras_does():
+    """A GRU(reset_after=True) config loading CuDNNGRU weights: Keras converts them."""
+    config = json.loads((FIXTURES / "cudnn_bidir_tf2.json").read_text())
+    layers = config["config"]["layers"]
+    layers[1]["config"]["layer"]["class_name"] = "GRU"
+    layers[2]["class_name"] = "GRU"
+    x, y = expected("cudnn_bidir_tf2")
+    np.testing.assert_allclose(gru_infer.convert(FIXTURES / "cudnn_bidir_tf2.h5",
+                                                 config=config)(x), y, atol=1e-5)
+
+
+def test_keras3_checkpoint_uses_keras3_hard_sigmoid():
+    model = convert_fixture("ckpt_k3_seq_tf2")
+    assert model.source["version"].startswith("3")
+    assert model.recurrent_layers[0].cells[0]["hard_sigmoid"] == "keras3"
 
 
 def test_cudnn_weights_into_a_reset_before_gru_are_refused():

@@ -76,6 +76,11 @@ def detect_format(path) -> str:
                                       "the zipped .keras file (model.save('model.keras'))")
         if checkpoint_prefix(path) is not None:
             return "tf_checkpoint"
+        indexes = sorted(n for n in os.listdir(path) if n.endswith(".index"))
+        if indexes:
+            raise NotACheckpointError(f"{path}: holds {len(indexes)} TF checkpoints "
+                                      f"({', '.join(indexes[:5])}) and no 'checkpoint' file "
+                                      "naming the latest: pass one of them")
         raise NotACheckpointError(f"{path}: a folder, not a checkpoint file (nor a SavedModel "
                                   "folder or a folder with a TF checkpoint)")
     prefix = checkpoint_prefix(path)

@@ -424,7 +424,12 @@ def _state_file_prefix(state_path: str):
     if not match:
         return None
     name = match.group(1).encode("latin-1", "backslashreplace").decode("unicode_escape")
-    return name if os.path.isabs(name) else os.path.join(os.path.dirname(state_path), name)
+    folder = os.path.dirname(state_path)
+    if not os.path.isabs(name):
+        return os.path.join(folder, name)
+    beside = os.path.join(folder, os.path.basename(name))  # an absolute path of the writer's
+    return beside if not os.path.isfile(name + ".index") and os.path.isfile(
+        beside + ".index") else name
 
 
 def checkpoint_prefix(path):
