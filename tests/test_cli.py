@@ -42,14 +42,13 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("gru-infer: error:") and "junk.pt" in err and err.count("\n") == 1
     assert main(["info", str(tmp_path / "missing.keras")]) == 1
     assert "missing.keras" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="missing.keras"):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
         main(["--debug", "info", str(tmp_path / "missing.keras")])
 
 
 def test_bench_runs_quickly_on_a_small_model(tmp_path, capsys):
-    from gru_infer.bench import bench_model
-
     import gru_infer
+    from gru_infer.bench import bench_model
 
     model = gru_infer.convert(FIXTURES / "torch" / "gru_nobias.pt")
     results = bench_model(model, threads="1,2", batch_sizes="1,4", steps=5, seconds=0.01,
@@ -62,3 +61,10 @@ def test_bench_runs_quickly_on_a_small_model(tmp_path, capsys):
     model.save(path)
     assert main(["bench", str(path), "--threads", "1", "--batch-sizes", "2", "--steps", "3",
                  "--seconds", "0.01"]) == 0
+
+
+def test_forward_option(tmp_path, capsys):
+    src = FIXTURES / "torch" / "bigru2_linear_sd.pt"
+    assert main(["info", str(src), "--forward", "gru,final_states,head"]) == 0
+    out = capsys.readouterr().out
+    assert "forward: ['gru', 'final_states', 'head']" in out and "(assumed" not in out

@@ -12,15 +12,14 @@ import numpy as np
 
 
 def _open_model(path, config=None, torch_options=None):
-    """A Model from a gru_infer weight file or straight from a checkpoint."""
-    from .converters import convert
+    from .api import convert
 
     return convert(path, config=config, **(torch_options or {}))
 
 
 def _torch_options(args) -> dict:
     options = {}
-    for key in ("prefix", "head_activation", "head_on", "batch_first"):
+    for key in ("forward", "prefix", "head_activation", "head_on", "batch_first"):
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
@@ -79,6 +78,8 @@ def cmd_bench(args):
 
 def _add_torch_options(parser):
     group = parser.add_argument_group("PyTorch state dicts (what a state dict cannot say)")
+    group.add_argument("--forward", help="what forward() does, in order: module prefixes, "
+                       "activations and selectors, e.g. gru,last_step,relu,fc")
     group.add_argument("--prefix", help="use the GRU stack under this key prefix")
     group.add_argument("--head-activation", dest="head_activation",
                        help="activation after the Linear head: linear, sigmoid, softmax, ...")

@@ -1,10 +1,12 @@
-"""Converters that read framework checkpoints without the frameworks.
+"""Converters: checkpoint files in, ModelSpec out, without the frameworks.
 
-convert(src) picks the reader from the file's first bytes: a Keras 3 .keras
-archive or HDF5 (.h5, .weights.h5) goes to the Keras reader, a TF SavedModel
-folder or TF checkpoint (.index + data shards) to the TF reader, a torch.save
-file (zip or legacy pickle) to the PyTorch reader.  Each ends in the
-canonical form, a gru_infer Model.
+convert_to_spec(src) picks the reader from the file's contents (not its
+name): a Keras 3 .keras archive or HDF5 (.h5, .weights.h5) goes to the Keras
+reader, a TF SavedModel folder or TF checkpoint (.index + data shards) to the
+TF reader (tf_savedmodel.py, tf_bundle.py), a torch.save file (zip or legacy pickle) to the PyTorch reader, a
+safetensors file to the weight-file reader (a gru_infer model) or, for a
+PyTorch state dict saved with safetensors, to the PyTorch reader.  Converters
+import the spec layer only, never the runtime.
 """
 
 from __future__ import annotations
@@ -12,15 +14,8 @@ from __future__ import annotations
 import os
 import zipfile
 
-
-def read_head(path, size: int = 8) -> bytes:
-    """The first bytes of a file; a ValueError naming it when it can't be read."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(size)
-    except OSError as error:
-        raise ValueError(f"{os.fspath(path)}: cannot read: {error.strerror or error}") from None
-
+from ..errors import FormatError
+from ._files import read_head
 
 _NOT_CHECKPOINTS = {
     ".pb": "a TensorFlow graph (.pb), not a SavedModel folder: pass the folder that holds "
@@ -32,7 +27,7 @@ _NOT_CHECKPOINTS = {
 SNIFF_BYTES = 512
 
 
-class NotACheckpointError(ValueError):
+class NotACheckpointError(FormatError):
     """A path that is no checkpoint gru_infer reads, with what it is instead."""
 
 
@@ -101,6 +96,8 @@ def detect_format(path) -> str:
             _refuse_text(path, read_head(path, SNIFF_BYTES))
             raise NotACheckpointError(f"{path}: named .index, but not a TensorFlow checkpoint "
                                       "index (no table magic number at its end; truncated?)")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
     for suffix, reason in _NOT_CHECKPOINTS.items():
         if path.endswith(suffix):
             raise NotACheckpointError(f"{path}: {reason}")
@@ -114,7 +111,7 @@ def detect_format(path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as error:
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError) as error:
             raise NotACheckpointError(f"{path}: a damaged zip file ({error})") from None
         if "config.json" in names:
             return "keras"
@@ -131,16 +128,19 @@ def detect_format(path) -> str:
     return "torch"
 
 
-def convert(src, *, config=None, **torch_options):
-    """A gru_infer Model from a Keras or PyTorch checkpoint.
+def convert_to_spec(src, *, config=None, **torch_options):
+    """The ModelSpec of a Keras or PyTorch checkpoint, or of a gru_infer weight file.
 
     config: the model's JSON config (model.to_json()) for Keras weights-only
-    files and TF checkpoints (a path, JSON text or a dict; by default the .json
-    beside the file); for a SavedModel it replaces the recorded architecture.  torch_options go
-    to the PyTorch reader (see gru_infer.converters.torch.convert_torch); they
-    also apply to a PyTorch state dict saved as safetensors.  A gru_infer
-    weight file is simply loaded.
+    files and TF checkpoints (a path, JSON text or a dict; by default the
+    .json beside the file); for a SavedModel it replaces the recorded
+    architecture.  torch_options go
+    to the PyTorch reader (see converters.torch.convert_torch); they also
+    apply to a PyTorch state dict saved as safetensors.
     """
+    if not isinstance(src, (str, os.PathLike)):
+        raise TypeError(f"convert takes a file path (str or os.PathLike), got "
+                        f"{type(src).__name__}")
     kind = detect_format(src)
     if kind in ("tf_savedmodel", "tf_checkpoint"):
         if torch_options:
@@ -151,14 +151,14 @@ def convert(src, *, config=None, **torch_options):
             return convert_savedmodel(src, config=config)
         return convert_checkpoint(src, config=config)
     if kind == "safetensors":
-        from ..weights import FORMAT_NAME, load, read_safetensors
+        from ..spec import file
 
-        tensors, metadata = read_safetensors(src)
-        if metadata.get("format") == FORMAT_NAME:
-            return load(src)
+        metadata = file.read_metadata(src)
+        if metadata.get("format") == file.FORMAT_NAME:
+            return file.load(src)
         from .torch import convert_safetensors_state_dict
 
-        return convert_safetensors_state_dict(src, tensors, **torch_options)
+        return convert_safetensors_state_dict(src, **torch_options)
     if kind == "keras":
         if torch_options:
             raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")

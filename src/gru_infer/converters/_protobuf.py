@@ -10,6 +10,8 @@ skipped (after the same checks), as protobuf itself does.
 
 from __future__ import annotations
 
+from ..errors import FormatError
+
 VARINT, FIXED64, LEN, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 MAX_DEPTH = 32
 
@@ -18,7 +20,7 @@ _WIRE = {"int": VARINT, "uint": VARINT, "bool": VARINT, "enum": VARINT,
          "fixed32": FIXED32, "fixed64": FIXED64, "bytes": LEN, "string": LEN}
 
 
-class ProtobufError(ValueError):
+class ProtobufError(FormatError):
     """Bytes that are not a well-formed protobuf message of the expected kind."""
 
 

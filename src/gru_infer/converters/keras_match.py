@@ -9,6 +9,8 @@ file's, so gru_infer does the same when the names do not match.
 
 from __future__ import annotations
 
+from ..errors import ConversionError
+
 # Layer classes that never own weights (anything else is counted as having
 # weights, as Keras counts the layers whose .weights is not empty).
 WEIGHTLESS_CLASSES = frozenset((
@@ -21,7 +23,7 @@ WEIGHTLESS_CLASSES = frozenset((
     "UpSampling1D", "TFOpLambda", "SlicingOpLambda"))
 
 
-class WeightMatchError(ValueError):
+class WeightMatchError(ConversionError):
     """The config's layers and the file's weights cannot be paired."""
 
 

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from ..errors import FormatError
 from ._protobuf import ProtobufError, decode, read_varint
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -56,7 +57,7 @@ BUNDLE_HEADER = {1: ("num_shards", "int", False), 2: ("endianness", "enum", Fals
                  3: ("version", _VERSION, False)}
 
 
-class TensorBundleError(ValueError):
+class TensorBundleError(FormatError):
     """A TensorFlow checkpoint / SavedModel variables file that cannot be read."""
 
 

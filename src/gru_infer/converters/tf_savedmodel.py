@@ -30,15 +30,13 @@ import os
 import re
 
 from ._protobuf import ProtobufError, decode
-from .keras import (
-    KerasFileError,
-    _load_config,
-    _major,
-    _major_from_config,
-    _normalise_layers,
-    model_from_config,
-)
+from .keras import _load_config
+from .keras_graph import major as _major
+from .keras_graph import major_from_config as _major_from_config
+from .keras_graph import model_from_config
+from .keras_graph import normalise_layers as _normalise_layers
 from .keras_match import has_weights
+from .keras_weights import KerasFileError
 from .tf_bundle import OBJECT_GRAPH_KEY, TensorBundle, TensorBundleError
 
 _REFERENCE = {1: ("node_id", "int", False), 2: ("local_name", "string", False)}
