@@ -29,6 +29,7 @@ import json
 import os
 import re
 
+from ..errors import GruInferError
 from ._protobuf import ProtobufError, decode
 from .keras import _load_config
 from .keras_graph import major as _major
@@ -317,11 +318,9 @@ def _wrap_errors(function):
     def wrapped(path, *args, **kwargs):
         try:
             return function(path, *args, **kwargs)
-        except KerasFileError:
-            raise
         except (TensorBundleError, ProtobufError) as error:
             raise TFModelError(str(error)) from None
-        except FileNotFoundError:
+        except (GruInferError, FileNotFoundError):  # they say what is wrong already
             raise
         except OSError as error:
             raise TFModelError(f"{path}: cannot read: {error.strerror or error}") from None
