@@ -579,11 +579,17 @@ def _damaged(data: bytes, damage) -> bytes:
 
 def _convert_or_refuse(name, root):
     """A model, or one of gru_infer's own errors (a damaged .h5 may also
-    reach the PyTorch reader's sniffing)."""
+    reach the PyTorch reader's sniffing); never more memory than the files
+    could hold (NumPy reports its allocations to tracemalloc)."""
+    tracemalloc.start()
     try:
         convert_fixture(name, root)
     except ValueError as error:
         assert isinstance(error, GruInferError), repr(error)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak} bytes for files of ~100 KB"
 
 
 @pytest.mark.parametrize("name, target", DAMAGE_TARGETS, ids=[t for _, t in DAMAGE_TARGETS])
