@@ -160,6 +160,17 @@ def test_a_state_file_with_the_writers_absolute_path(tmp_path):
         detect_format(root)
 
 
+@pytest.mark.parametrize("target", ["variables/variables.data-00000-of-00001",
+                                    "variables/variables.index", "keras_metadata.pb"])
+def test_git_lfs_pointers_inside_a_savedmodel(tmp_path, target):
+    root = copy_fixture("sm_seq_tf2", tmp_path) / "sm_seq_tf2"
+    (root / target).write_bytes(b"version https://git-lfs.github.com/spec/v1\n"
+                                b"oid sha256:0123\nsize 11108\n")
+    with pytest.raises(TFModelError, match=rf"{target.split('/')[-1]}: a Git LFS pointer.*"
+                                           r"git lfs pull"):
+        gru_infer.convert(root)
+
+
 def test_a_state_file_naming_a_missing_checkpoint(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt_9"\n')
     with pytest.raises(NotACheckpointError, match=r"ckpt_9\.index is missing"):

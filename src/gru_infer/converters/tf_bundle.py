@@ -61,6 +61,16 @@ class TensorBundleError(FormatError):
     """A TensorFlow checkpoint / SavedModel variables file that cannot be read."""
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def refuse_lfs_pointer(path, head: bytes):
+    """Files of a model kept in Git LFS are small text pointers until pulled."""
+    if head.startswith(LFS_POINTER):
+        raise TensorBundleError(f"{path}: a Git LFS pointer, not the file itself: run `git lfs "
+                                "pull` in the repository (or download the file itself)")
+
+
 # -- crc32c (Castagnoli), as LevelDB and TensorFlow use it -------------------------
 
 _CRC_POLY = 0x82F63B78  # reflected
@@ -283,6 +293,7 @@ class TensorBundle:
         except OSError as error:
             raise TensorBundleError(f"{self.index_path}: cannot read: "
                                     f"{error.strerror or error}") from None
+        refuse_lfs_pointer(self.index_path, data[:len(LFS_POINTER)])
         self.entries = {}
         header = None
         for key_bytes, value in read_table(data, self.index_path):
@@ -320,6 +331,11 @@ class TensorBundle:
             used.add(entry["shard_id"])
         missing = [self.shard_path(i) for i in sorted(used)
                    if not os.path.isfile(self.shard_path(i))]
+        for shard in sorted(used):  # a pointer is ~130 bytes
+            shard_path = self.shard_path(shard)
+            if os.path.isfile(shard_path) and os.path.getsize(shard_path) < 1024:
+                with open(shard_path, "rb") as f:
+                    refuse_lfs_pointer(shard_path, f.read(len(LFS_POINTER)))
         if missing:
             names = ", ".join(os.path.basename(m) for m in missing)
             raise TensorBundleError(

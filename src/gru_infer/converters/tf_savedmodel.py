@@ -38,7 +38,7 @@ from .keras_graph import model_from_config
 from .keras_graph import normalise_layers as _normalise_layers
 from .keras_match import has_weights
 from .keras_weights import KerasFileError
-from .tf_bundle import OBJECT_GRAPH_KEY, TensorBundle, TensorBundleError
+from .tf_bundle import OBJECT_GRAPH_KEY, TensorBundle, TensorBundleError, refuse_lfs_pointer
 
 _REFERENCE = {1: ("node_id", "int", False), 2: ("local_name", "string", False)}
 _ATTRIBUTE = {1: ("name", "string", False), 2: ("full_name", "string", False),
@@ -253,6 +253,7 @@ def _root_metadata(directory: str) -> tuple:
     if os.path.isfile(metadata_path):
         with open(metadata_path, "rb") as f:
             data = f.read()
+        refuse_lfs_pointer(metadata_path, data)
         try:
             nodes = decode(data, SAVED_METADATA)["nodes"]
         except ProtobufError as error:
@@ -268,6 +269,7 @@ def _root_metadata(directory: str) -> tuple:
                           "keras_metadata.pb")
         with open(saved_model, "rb") as f:
             data = f.read()
+        refuse_lfs_pointer(saved_model, data)
         try:
             graphs = decode(data, SAVED_MODEL)["meta_graphs"]
         except ProtobufError as error:
