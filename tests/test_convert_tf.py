@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from gru_infer.converters import NotACheckpointError, detect_format
 from gru_infer.converters._protobuf import ProtobufError, decode, iter_fields, read_varint
 from gru_infer.converters.keras import KerasFileError
 from gru_infer.converters.tf_bundle import (
+    TABLE_MAGIC,
     TensorBundle,
     TensorBundleError,
     crc32c,
@@ -458,6 +460,33 @@ def test_compressed_blocks_and_damaged_tables_are_refused(tmp_path):
     (tmp_path / "s.index").write_bytes(bytes(flipped))
     with pytest.raises(TensorBundleError, match="checksum mismatch"):
         TensorBundle(tmp_path / "s")
+
+
+def test_prefix_compressed_keys_cannot_blow_up(tmp_path):
+    """A block whose entries each reuse a 60 KB prefix: 20 bytes of file per
+    60 KB key.  Refused before the keys add up."""
+    block = bytearray(writer.varint(0) + writer.varint(60000) + writer.varint(0)
+                      + b"k" * 60000)
+    for i in range(20000):
+        block += writer.varint(60000) + writer.varint(3) + writer.varint(0) + \
+            i.to_bytes(3, "big")
+    block += struct.pack("<II", 0, 1)
+    data = bytearray()
+    trailer = b"\0"
+    data += block + trailer + struct.pack("<I", mask_crc(crc32c(bytes(block) + trailer)))
+    index = writer._block([(b"\xff", writer.varint(0) + writer.varint(len(block)))], 1)
+    index_at = len(data)
+    data += index + trailer + struct.pack("<I", mask_crc(crc32c(index + trailer)))
+    footer = (writer.varint(0) + writer.varint(0) + writer.varint(index_at)
+              + writer.varint(len(index))).ljust(40, b"\0") + struct.pack("<Q", TABLE_MAGIC)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TensorBundleError, match="keys longer than"):
+            read_table(bytes(data + footer), "x.index")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
 
 
 # -- the pieces: crc32c, the wire format ----------------------------------------------------------

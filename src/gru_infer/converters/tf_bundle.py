@@ -32,6 +32,7 @@ BLOCK_TRAILER_BYTES = 5  # compression type, masked crc32c
 MAX_INDEX_BYTES = 1 << 30
 MAX_SHARDS = 99999  # the shard file names carry five digits
 MAX_RANK = 32
+MAX_KEY_BYTES = 1 << 16
 HEADER_KEY = ""
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
@@ -204,8 +205,12 @@ def _block(data: memoryview, handle: tuple, what: str) -> memoryview:
     return data[offset:offset + size]
 
 
-def _block_entries(block: memoryview, what: str) -> list:
-    """[(key, value)] of a block: prefix-compressed keys, then the restart array."""
+def _block_entries(block: memoryview, what: str, budget: list) -> list:
+    """[(key, value)] of a block: prefix-compressed keys, then the restart array.
+
+    A key shares a prefix with the one before, so a few bytes can stand for a
+    long key: budget[0] is how many key bytes may still be made, and no key
+    may be longer than MAX_KEY_BYTES."""
     if len(block) < 4:
         raise TensorBundleError(f"{what}: {len(block)} bytes, too short for a block")
     restarts = int.from_bytes(block[-4:], "little")
@@ -220,6 +225,10 @@ def _block_entries(block: memoryview, what: str) -> list:
         value_length, pos = read_varint(block, pos, end)
         if shared > len(key) or unshared + value_length > end - pos:
             raise TensorBundleError(f"{what}: an entry at byte {pos} overruns the block")
+        budget[0] -= shared + unshared
+        if shared + unshared > MAX_KEY_BYTES or budget[0] < 0:
+            raise TensorBundleError(f"{what}: keys longer than a checkpoint's variable names "
+                                    f"can be (an entry at byte {pos}: {shared + unshared} bytes)")
         key = key[:shared] + bytes(block[pos:pos + unshared])
         pos += unshared
         entries.append((key, block[pos:pos + value_length]))
@@ -240,13 +249,14 @@ def read_table(data: bytes, path) -> list:
         footer = len(view) - FOOTER_BYTES
         _metaindex, pos = _block_handle(view, footer, footer + 40, "metaindex handle")
         index_handle, _ = _block_handle(view, pos, footer + 40, "index handle")
+        budget = [8 * len(view) + (1 << 20)]
         index = _block_entries(_block(view, index_handle, f"{path}: index block"),
-                               f"{path}: index block")
+                               f"{path}: index block", budget)
         entries, previous = [], None
         for number, (_, handle_bytes) in enumerate(index):
             handle, _ = _block_handle(handle_bytes, 0, len(handle_bytes), "block handle")
             what = f"{path}: data block {number}"
-            for key, value in _block_entries(_block(view, handle, what), what):
+            for key, value in _block_entries(_block(view, handle, what), what, budget):
                 if previous is not None and key <= previous:
                     raise TensorBundleError(f"{path}: keys out of order or repeated at "
                                             f"{key[:80]!r}")
@@ -346,9 +356,6 @@ class TensorBundle:
     def shard_path(self, shard: int) -> str:
         return f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}"
 
-    def keys(self) -> list:
-        return list(self.entries)
-
     def describe(self, key: str) -> str:
         """'float32 (3, 6)' for messages."""
         entry = self.entries[key]
@@ -358,9 +365,6 @@ class TensorBundle:
             return f"{name} {_shape(entry, key, self.index_path)}"
         except TensorBundleError:
             return f"{name} (malformed shape)"
-
-    def shape(self, key: str) -> tuple:
-        return _shape(self._entry(key), key, self.index_path)
 
     def _entry(self, key: str) -> dict:
         entry = self.entries.get(key)
