@@ -690,6 +690,25 @@ def test_a_cycle_of_objects_does_not_hang(tmp_path):
         gru_infer.convert(tmp_path / "ckpt", config=_sequential(GRU4))
 
 
+def test_a_wide_object_graph_stays_linear(tmp_path):
+    """5000 children of the model sharing one hub with 5000 children: the
+    searches for layers with variables visit each edge a bounded number of
+    times (a search from each child took 25 million steps)."""
+    import time
+
+    count = 5000
+    hub = count + 1
+    nodes = [([(f"c{i}", 1 + i) for i in range(count)], None)]
+    nodes += [([("hub", hub)], None) for _ in range(count)]
+    nodes += [([(f"x{i}", hub + 1 + i) for i in range(count)], None)]
+    nodes += [([], None) for _ in range(count)]
+    writer.write_bundle(tmp_path / "ckpt", {}, object_graph=writer.object_graph_proto(nodes))
+    start = time.perf_counter()
+    with pytest.raises(TFModelError, match="object named 'gru'; the checkpoint has layers none"):
+        gru_infer.convert(tmp_path / "ckpt", config=_sequential(GRU4))
+    assert time.perf_counter() - start < 5
+
+
 def test_windows_keras_reads_like_the_linux_layout(tmp_path):
     """The Windows fixture with its groups nested again ('/' paths, as on
     Linux) gives the same model."""

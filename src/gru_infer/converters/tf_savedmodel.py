@@ -79,6 +79,7 @@ class ObjectGraph:
         if not nodes:
             raise TFModelError(f"{path}: the object graph is empty")
         self.children, self.keys = [], []
+        self._near_variables = None
         for number, node in enumerate(nodes):
             children = {}
             for ref in node["children"]:
@@ -101,18 +102,22 @@ class ObjectGraph:
                  if self.keys[child] is not None]
         return sorted(found, key=lambda item: _VARIABLE_RANK.get(item[0].lstrip("_"), 3))
 
-    def holds_variables(self, node: int, depth: int = 4) -> bool:
-        """Whether a variable is within depth edges below node (optimizer
-        and bookkeeping children aside)."""
-        seen, frontier = {node}, [node]
-        for _ in range(depth + 1):
-            if any(self.keys[n] is not None for n in frontier):
-                return True
-            frontier = list(dict.fromkeys(c for n in frontier for name, c in
-                                          self.children[n].items()
-                                          if name not in _NOT_MODELS and c not in seen))
-            seen.update(frontier)
-        return False
+    def holds_variables(self, node: int) -> bool:
+        """Whether a variable is at most 4 edges below node (optimizer and
+        bookkeeping children aside)."""
+        if self._near_variables is None:  # one search back from every variable: linear
+            parents = [[] for _ in self.children]
+            for parent, children in enumerate(self.children):
+                for name, child in children.items():
+                    if name not in _NOT_MODELS:
+                        parents[child].append(parent)
+            frontier = [n for n, key in enumerate(self.keys) if key is not None]
+            near = set(frontier)
+            for _ in range(4):
+                frontier = [p for n in frontier for p in parents[n] if p not in near]
+                near.update(frontier)
+            self._near_variables = near
+        return node in self._near_variables
 
 
 def _has_layer_children(graph: ObjectGraph, node: int) -> bool:
