@@ -177,41 +177,41 @@ class _BackslashPaths:
     """The groups of a weights file written on Windows by tf.keras 2.13-2.15,
     whose saving code joined paths with os.path.join: one flat group named
     ``layers\\gru\\cell`` (holding ``vars``) instead of nested groups.  Read
-    with \\ as the path separator, as the same tree of nested groups."""
+    with \\ as the path separator, as the same tree of nested groups (the
+    read-only part of h5py's Group interface that Keras3Weights uses)."""
 
-    def __init__(self, root, path: str = "", index: dict | None = None):
-        if index is None:
-            index = {}
-            root.visititems(lambda name, obj: index.setdefault(name.replace("\\", "/"), obj)
-                            and None)
-        self._index, self._path, self._root = index, path, root
-        own = index.get(path)
-        self.attrs = own.attrs if own is not None else {}
+    def __init__(self, root, path: str = "", tree: dict | None = None):
+        if tree is None:  # path -> (child name -> path, the HDF5 object or None)
+            tree = {"": ({}, root)}
 
-    def _child_path(self, name: str) -> str:
-        return f"{self._path}/{name}" if self._path else name
+            def add(name, obj):
+                parts = name.replace("\\", "/").split("/")
+                for depth in range(1, len(parts) + 1):
+                    here = "/".join(parts[:depth])
+                    if here not in tree:
+                        tree[here] = ({}, None)
+                        tree["/".join(parts[:depth - 1])][0][parts[depth - 1]] = here
+                tree[here] = (tree[here][0], obj)
+
+            root.visititems(add)
+        self._tree, self._path, self._root = tree, path, root
+        obj = tree[path][1]
+        self.attrs = obj.attrs if obj is not None else {}
 
     def __iter__(self):
-        prefix = self._child_path("")
-        seen = []
-        for key in self._index:
-            if key.startswith(prefix):
-                head = key[len(prefix):].split("/")[0]
-                if head not in seen:
-                    seen.append(head)
-        return iter(seen)
+        return iter(self._tree[self._path][0])
 
     def __contains__(self, name) -> bool:
-        return self.get(name) is not None
+        return name in self._tree[self._path][0]
 
     def get(self, name, default=None):
-        child = self._child_path(name)
-        node = self._index.get(child)
-        if node is not None and not hasattr(node, "keys"):  # a dataset
-            return node
-        if node is not None or any(k.startswith(child + "/") for k in self._index):
-            return _BackslashPaths(self._root, child, self._index)
-        return default
+        child = self._tree[self._path][0].get(name)
+        if child is None:
+            return default
+        obj = self._tree[child][1]
+        if obj is not None and not hasattr(obj, "keys"):  # a dataset
+            return obj
+        return _BackslashPaths(self._root, child, self._tree)
 
     def __getitem__(self, name):
         node = self.get(name)
