@@ -1,0 +1,499 @@
+"""Read ONNX models with GRU ops into a checked ``OpGraph``.
+
+Needs the ``onnx`` package (the optional extra ``gru_infer[onnx]``), imported
+only when an ONNX file is read.  The file is parsed as protobuf and nothing
+in it runs: initializers are copied into NumPy after their byte counts are
+checked against their shapes, ``Constant`` nodes are folded into constants,
+and every node must be a default-domain op on the list below.
+
+What exporters write, and what this reader makes of it:
+
+* ``torch.onnx.export`` (TorchScript and dynamo exporters alike): one ``GRU``
+  per ``nn.GRU`` layer, all directions in the op, ``linear_before_reset=1``,
+  weights as initializers already in ONNX gate order (z, r, h); ``initial_h``
+  sliced from an ``h0`` input, or zeros built in the graph (Shape, Gather,
+  Unsqueeze, Concat, ConstantOfShape); packed sequences give ``sequence_lens``
+  (a Cast of the lengths input); Transpose/Reshape/Squeeze glue around the
+  op; heads as Gemm (2-D) or MatMul + Add (3-D), then Sigmoid/Softmax/...
+* tf2onnx: a ``GRU`` for Keras ``GRU(reset_after=True)`` (initial state from
+  Shape/Slice/Concat/Expand, heads as MatMul + Add); a ``Loop`` for layers it
+  cannot fuse (Keras ``reset_after=False`` with tf2onnx 1.16), refused.
+* ONNX conformance tests (``test_gru_*``): GRU weights are graph inputs,
+  refused: there is nothing to convert without the weights.
+
+Every ``GRU`` node is checked at read time (``gru_node``): weights stored in
+the file with consistent shapes, a direction, activations gru_infer's core
+runs (Sigmoid, Tanh, Relu, Softsign, HardSigmoid with the Keras 2 (0.2, 0.5)
+or Keras 3 / PyTorch (1/6, 0.5) constants, Affine(1, 0) as linear), no
+``clip``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._opgraph import GraphConversionError, GraphFormatError, Op, OpGraph, ValueInfo
+
+__all__ = ["SUPPORTED_OPS", "OnnxGRU", "gru_node", "read_onnx"]
+
+SUPPORTED_OPS = frozenset({
+    "GRU",
+    # glue that torch.onnx.export and tf2onnx put around it
+    "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Gather",
+    "Shape", "ConstantOfShape", "Expand", "Identity", "Cast", "Flatten", "Dropout",
+    # arithmetic of heads (and of shapes)
+    "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
+    "Sigmoid", "Tanh", "Relu", "Softmax", "LogSoftmax", "HardSigmoid", "Softsign",
+    "LayerNormalization", "Conv",
+})
+_RECURRENCE_SUBGRAPHS = {"Loop", "Scan", "If"}
+_OTHER_RNNS = {"LSTM", "RNN"}
+
+# TensorProto.DataType -> NumPy type of the values
+_ELEMENT_TYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+    7: "int64", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64",
+    16: "bfloat16",
+}
+_ELEMENT_NAMES = {0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128",
+                  17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2",
+                  20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1"}
+_MAX_NDIM = 32
+_BUDGET_PER_FILE_BYTE = 4
+_BUDGET_FLOOR = 64 * 2**20
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(
+            "reading ONNX files needs the onnx package: pip install 'gru_infer[onnx]' "
+            "(or pip install onnx)") from exc
+    return onnx
+
+
+def read_onnx(path: str | os.PathLike[str]) -> OpGraph:
+    """Read an ONNX model into a checked ``OpGraph``.
+
+    Raises ``GraphFormatError`` for a damaged file (not protobuf, tensors
+    whose bytes do not match their shapes, external data), and
+    ``GraphConversionError`` for a model gru_infer cannot take (unknown ops,
+    a Loop/Scan recurrence, GRU weights that are graph inputs, unsupported
+    GRU activations or clip); both ``ValueError``s whose message starts with
+    the path.  ``ImportError`` when the onnx package is missing;
+    ``FileNotFoundError`` for a missing file.
+    """
+    onnx = _import_onnx()
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(data)
+        except Exception as exc:  # noqa: BLE001 - google.protobuf DecodeError and friends
+            raise GraphFormatError(f"not an ONNX model (protobuf: {exc})") from None
+        return _Reader(model, _BUDGET_FLOOR + _BUDGET_PER_FILE_BYTE * len(data)).read()
+    except (GraphFormatError, GraphConversionError) as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
+    except RecursionError as exc:
+        raise GraphFormatError(f"{path}: the model is nested too deeply") from exc
+    except Exception as exc:
+        raise GraphFormatError(
+            f"{path}: could not read the model ({type(exc).__name__}: {exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------
+# Tensors and attributes
+# ---------------------------------------------------------------------------------------
+
+def _element_type(code: int, what: str) -> str:
+    if code in _ELEMENT_TYPES:
+        return _ELEMENT_TYPES[code]
+    name = _ELEMENT_NAMES.get(code)
+    if name is None:
+        raise GraphFormatError(f"{what}: unknown element type {code}")
+    raise GraphConversionError(f"{what}: tensors of type {name} are not supported")
+
+
+def _tensor(proto: Any, what: str, budget: list[int]) -> np.ndarray:
+    """A TensorProto as a NumPy array, its stored size checked against its shape first."""
+    if proto.data_location == 1 or len(proto.external_data):
+        raise GraphConversionError(
+            f"{what}: the tensor is stored as external data (a separate file); gru_infer "
+            "reads self-contained models only: re-save it with onnx.save(model, path, "
+            "save_as_external_data=False)")
+    if proto.HasField("segment"):
+        raise GraphConversionError(f"{what}: segmented tensors are not supported")
+    dims = tuple(int(d) for d in proto.dims)
+    if len(dims) > _MAX_NDIM or any(d < 0 for d in dims):
+        raise GraphFormatError(f"{what}: bad tensor shape {dims[:8]}")
+    dtype_name = _element_type(proto.data_type, what)
+    numel = math.prod(dims)
+    loaded = np.dtype("float32" if dtype_name == "bfloat16" else dtype_name)
+    if numel * loaded.itemsize > budget[0]:
+        raise GraphFormatError(
+            f"{what}: a tensor of shape {dims} would take {numel * loaded.itemsize} bytes, "
+            "beyond this file's memory budget")
+    budget[0] -= numel * loaded.itemsize
+    if proto.HasField("raw_data"):
+        stored = np.dtype("uint16" if dtype_name == "bfloat16" else dtype_name)
+        raw = proto.raw_data
+        if len(raw) != numel * stored.itemsize:
+            raise GraphFormatError(
+                f"{what}: the tensor of shape {dims} ({dtype_name}) needs "
+                f"{numel * stored.itemsize} bytes but {len(raw)} are stored")
+        values = np.frombuffer(raw, dtype=stored.newbyteorder("<"))
+    else:
+        field_name, stored = _typed_field(dtype_name)
+        values = np.asarray(getattr(proto, field_name), dtype=stored)
+        if values.size != numel:
+            raise GraphFormatError(
+                f"{what}: the tensor of shape {dims} needs {numel} values but "
+                f"{values.size} are stored")
+    if dtype_name == "bfloat16":
+        array = (values.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    elif dtype_name == "float16" and not proto.HasField("raw_data"):
+        array = values.astype(np.uint16).view(np.float16)  # int32_data holds the bits
+    else:
+        array = values.astype(dtype_name, copy=True)
+    return array.reshape(dims)
+
+
+def _typed_field(dtype_name: str) -> tuple[str, str]:
+    if dtype_name == "float32":
+        return "float_data", "float32"
+    if dtype_name == "float64":
+        return "double_data", "float64"
+    if dtype_name == "int64":
+        return "int64_data", "int64"
+    if dtype_name in ("uint32", "uint64"):
+        return "uint64_data", "uint64"
+    return "int32_data", "int64"  # int8/16/32, uint8/16, bool, float16/bfloat16 bits
+
+
+def _attribute(attr: Any, what: str, budget: list[int]) -> Any:
+    kind = attr.type
+    where = f"{what} attribute {attr.name!r}"
+    if attr.ref_attr_name:
+        raise GraphConversionError(f"{where}: function attribute references are not supported")
+    if kind == 1:
+        return float(attr.f)
+    if kind == 2:
+        return int(attr.i)
+    if kind == 3:
+        return _text(attr.s, where)
+    if kind == 4:
+        return _tensor(attr.t, where, budget)
+    if kind == 6:
+        return [float(v) for v in attr.floats]
+    if kind == 7:
+        return [int(v) for v in attr.ints]
+    if kind == 8:
+        return [_text(v, where) for v in attr.strings]
+    if kind == 9:
+        return [_tensor(t, where, budget) for t in attr.tensors]
+    if kind in (5, 10):
+        raise GraphConversionError(f"{where}: subgraph attributes are not supported")
+    raise GraphConversionError(f"{where}: attributes of type {kind} are not supported")
+
+
+def _text(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise GraphFormatError(f"{where}: string is not UTF-8") from None
+
+
+def _value_info(proto: Any) -> ValueInfo:
+    kind = proto.type.WhichOneof("value")
+    if kind != "tensor_type":
+        return ValueInfo(proto.name)
+    tensor_type = proto.type.tensor_type
+    dtype = _ELEMENT_TYPES.get(tensor_type.elem_type)
+    if dtype == "bfloat16":
+        dtype = "float32"
+    shape = None
+    if tensor_type.HasField("shape"):
+        shape = tuple(int(d.dim_value) if d.HasField("dim_value")
+                      else (d.dim_param or "?") for d in tensor_type.shape.dim)
+    return ValueInfo(proto.name, dtype, shape)
+
+
+# ---------------------------------------------------------------------------------------
+# GRU nodes
+# ---------------------------------------------------------------------------------------
+
+# ONNX activation -> (parameters it takes, in order, with the spec's defaults)
+_ACTIVATION_PARAMETERS: dict[str, tuple[tuple[str, float | None], ...]] = {
+    "Relu": (), "Tanh": (), "Sigmoid": (), "Softsign": (), "Softplus": (),
+    "Affine": (("alpha", None), ("beta", None)),
+    "LeakyRelu": (("alpha", 0.01),),
+    "ThresholdedRelu": (("alpha", 1.0),),
+    "ScaledTanh": (("alpha", None), ("beta", None)),
+    "HardSigmoid": (("alpha", 0.2), ("beta", 0.5)),
+    "Elu": (("alpha", 1.0),),
+}
+
+
+def _core_activation(name: str, params: dict[str, float], where: str) -> str:
+    """The gru_infer name of an ONNX GRU activation, or GraphConversionError."""
+    simple = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softsign": "softsign"}
+    if name in simple:
+        return simple[name]
+    if name == "HardSigmoid":
+        alpha, beta = params["alpha"], params["beta"]
+        if math.isclose(beta, 0.5, abs_tol=1e-6):
+            if math.isclose(alpha, 0.2, abs_tol=1e-6):
+                return "hard_sigmoid_keras2"
+            if math.isclose(alpha, 1 / 6, abs_tol=1e-6):
+                return "hard_sigmoid_keras3"
+        raise GraphConversionError(
+            f"{where}: HardSigmoid(alpha={alpha}, beta={beta}) is not supported; gru_infer "
+            "runs alpha=0.2 (Keras 2) or 1/6 (Keras 3, PyTorch) with beta=0.5")
+    if name == "Affine":
+        if params["alpha"] == 1.0 and params["beta"] == 0.0:
+            return "linear"
+        raise GraphConversionError(
+            f"{where}: Affine(alpha={params['alpha']}, beta={params['beta']}) is not "
+            "supported; only Affine(1, 0) (linear)")
+    raise GraphConversionError(
+        f"{where}: the GRU activation {name} is not supported (gru_infer's GRU runs "
+        "Sigmoid, Tanh, Relu, Softsign, HardSigmoid and Affine(1, 0))")
+
+
+@dataclass(frozen=True)
+class OnnxGRU:
+    """One ONNX GRU node, checked; arrays exactly as stored (ONNX gate order z, r, h).
+
+    ``W`` (D, 3H, I), ``R`` (D, 3H, H), ``B`` (D, 6H) = [Wb | Rb] (zeros when
+    the node has none).  ``x``, ``sequence_lens`` and ``initial_h`` name the
+    values the node reads ("" when omitted); ``y``/``y_h`` the ones it writes
+    ("" when unused).  ``layout`` 0: X (T, B, I), Y (T, D, B, H), Y_h
+    (D, B, H); 1: X (B, T, I), Y (B, T, D, H), Y_h (B, D, H).
+    """
+
+    name: str
+    direction: str                 # "forward", "reverse" or "bidirectional"
+    hidden_size: int
+    input_size: int
+    linear_before_reset: bool
+    gate_activation: str           # gru_infer names: "sigmoid", "hard_sigmoid_keras2", ...
+    candidate_activation: str
+    layout: int
+    W: np.ndarray
+    R: np.ndarray
+    B: np.ndarray
+    has_bias: bool
+    x: str
+    sequence_lens: str
+    initial_h: str
+    y: str
+    y_h: str
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.direction == "bidirectional" else 1
+
+
+def gru_node(op: Op, constants: dict[str, np.ndarray]) -> OnnxGRU:
+    """Check one GRU op of an ONNX OpGraph against the spec and gru_infer's core."""
+    where = f"GRU node {op.name!r}"
+    inputs = list(op.inputs) + [""] * (6 - len(op.inputs))
+    outputs = list(op.outputs) + [""] * (2 - len(op.outputs))
+    if len(op.inputs) > 6 or len(op.outputs) > 2 or not inputs[0]:
+        raise GraphFormatError(f"{where}: expected X, W, R[, B, sequence_lens, initial_h] "
+                               f"and at most 2 outputs, got {len(op.inputs)} inputs, "
+                               f"{len(op.outputs)} outputs")
+    x, w_name, r_name, b_name, lens, h0 = inputs
+    for role, name in (("W", w_name), ("R", r_name), ("B", b_name)):
+        if name and name not in constants:
+            raise GraphConversionError(
+                f"{where}: its {role} weights come from {name!r}, which is a graph input "
+                "or computed in the graph, not stored in the file (as in the ONNX "
+                "conformance tests); gru_infer needs the weights as initializers")
+    if not w_name or not r_name:
+        raise GraphFormatError(f"{where}: W and R are required")
+    attrs = op.attrs
+    known = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+             "hidden_size", "layout", "linear_before_reset"}
+    unknown = sorted(set(attrs) - known)
+    if unknown:
+        raise GraphConversionError(f"{where}: unknown attributes {unknown}")
+    if "clip" in attrs:
+        raise GraphConversionError(
+            f"{where}: clip={attrs['clip']} is not supported (gru_infer's GRU does not clip "
+            "gate inputs); export without clip")
+    direction = attrs.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise GraphFormatError(f"{where}: unknown direction {direction!r}")
+    D = 2 if direction == "bidirectional" else 1
+    W, R = constants[w_name], constants[r_name]
+    if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
+        raise GraphFormatError(
+            f"{where}: W {W.shape} and R {R.shape} must be (D, 3H, I) and (D, 3H, H) with "
+            f"D={D} for direction {direction!r}")
+    H = R.shape[2]
+    hidden_size = attrs.get("hidden_size", H)
+    if not isinstance(hidden_size, int) or hidden_size != H or W.shape[1] != 3 * H or \
+            R.shape[1] != 3 * H or H < 1 or W.shape[2] < 1:
+        raise GraphFormatError(
+            f"{where}: W {W.shape}, R {R.shape} and hidden_size={hidden_size} disagree")
+    if b_name:
+        B = constants[b_name]
+        if B.shape != (D, 6 * H):
+            raise GraphFormatError(f"{where}: B is {B.shape}, expected {(D, 6 * H)}")
+    else:
+        B = np.zeros((D, 6 * H), W.dtype)
+    for name, array in (("W", W), ("R", R), ("B", B)):
+        if array.dtype.kind != "f":
+            raise GraphFormatError(f"{where}: {name} is {array.dtype}, not floating point")
+    layout = attrs.get("layout", 0)
+    if layout not in (0, 1):
+        raise GraphFormatError(f"{where}: layout={layout}, expected 0 or 1")
+    lbr = attrs.get("linear_before_reset", 0)
+    if lbr not in (0, 1):
+        raise GraphFormatError(f"{where}: linear_before_reset={lbr}, expected 0 or 1")
+
+    names = attrs.get("activations", ["Sigmoid", "Tanh"] * D)
+    if not isinstance(names, list) or len(names) != 2 * D:
+        raise GraphFormatError(
+            f"{where}: activations {names!r}: expected {2 * D} names (gate f and candidate "
+            "g per direction)")
+    alphas = list(attrs.get("activation_alpha", []))
+    betas = list(attrs.get("activation_beta", []))
+    resolved = []
+    for index, raw in enumerate(names):
+        # Names are matched case-insensitively in practice (ORT); the spec spells them so.
+        canonical = {k.lower(): k for k in _ACTIVATION_PARAMETERS}.get(str(raw).lower())
+        if canonical is None:
+            raise GraphConversionError(f"{where}: unknown GRU activation {raw!r}")
+        params: dict[str, float] = {}
+        for param, default in _ACTIVATION_PARAMETERS[canonical]:
+            source = alphas if param == "alpha" else betas
+            if source:
+                params[param] = float(source.pop(0))
+            elif default is not None:
+                params[param] = default
+            else:
+                raise GraphFormatError(f"{where}: activation {canonical} needs {param}")
+        resolved.append(_core_activation(canonical, params, where))
+    gates, candidates = resolved[0::2], resolved[1::2]
+    if len(set(gates)) != 1 or len(set(candidates)) != 1:
+        raise GraphConversionError(
+            f"{where}: the two directions use different activations {resolved}; gru_infer "
+            "runs one pair per layer")
+    return OnnxGRU(op.name, direction, H, W.shape[2], bool(lbr), gates[0], candidates[0],
+                   layout, W, R, B, bool(b_name), x, lens, h0, outputs[0], outputs[1])
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+
+class _Reader:
+    def __init__(self, model: Any, budget_bytes: int) -> None:
+        self._model = model
+        self._budget = [budget_bytes]
+
+    def read(self) -> OpGraph:
+        model = self._model
+        if not model.HasField("graph"):
+            raise GraphFormatError("the model has no graph")
+        graph = model.graph
+        opsets = {(imp.domain or "ai.onnx"): int(imp.version) for imp in model.opset_import}
+        if "ai.onnx" not in opsets:
+            raise GraphFormatError("the model imports no default-domain opset")
+        if len(graph.sparse_initializer):
+            raise GraphConversionError("sparse initializers are not supported")
+
+        constants: dict[str, np.ndarray] = {}
+        sources: dict[str, str] = {}
+        for index, proto in enumerate(graph.initializer):
+            name = proto.name
+            if not name:
+                raise GraphFormatError(f"initializer {index} has no name")
+            if name in constants:
+                raise GraphFormatError(f"initializer {name!r} is stored twice")
+            constants[name] = _tensor(proto, f"initializer {name!r}", self._budget)
+            sources[name] = name
+
+        values: dict[str, ValueInfo] = {}
+        for proto in list(graph.value_info) + list(graph.input) + list(graph.output):
+            values[proto.name] = _value_info(proto)
+        # Before IR 4 initializers were listed as inputs too: they are constants here.
+        inputs = [values[p.name] for p in graph.input if p.name not in constants]
+
+        ops = self._nodes(graph, constants, sources)
+        outputs = [p.name for p in graph.output]
+        metadata = {
+            "ir_version": int(model.ir_version),
+            "opset_version": opsets,
+            "producer_name": model.producer_name,
+            "producer_version": model.producer_version,
+            "graph_name": graph.name,
+        }
+        result = OpGraph("onnx", inputs, outputs, ops, constants, sources, values,
+                         metadata).check()
+        for op in result.ops:
+            if op.op == "GRU":
+                gru_node(op, result.constants)
+        return result
+
+    def _nodes(self, graph: Any, constants: dict[str, np.ndarray],
+               sources: dict[str, str]) -> list[Op]:
+        ops: list[Op] = []
+        unknown: dict[str, str] = {}
+        for index, node in enumerate(graph.node):
+            name = node.name or f"{node.op_type}_{index}"
+            what = f"node {name!r} ({node.op_type})"
+            domain = node.domain or "ai.onnx"
+            if domain != "ai.onnx":
+                unknown.setdefault(f"{domain}::{node.op_type}", name)
+                continue
+            if node.op_type in _RECURRENCE_SUBGRAPHS:
+                raise GraphConversionError(
+                    f"{what}: the model computes with a {node.op_type} subgraph; tf2onnx "
+                    "writes the recurrence of layers it cannot fuse into a GRU op (Keras "
+                    "GRU(reset_after=False), custom cells) as a Loop or Scan, and gru_infer "
+                    "needs an ONNX GRU op: convert the Keras model itself, or re-export "
+                    "with reset_after=True")
+            if node.op_type in _OTHER_RNNS:
+                raise GraphConversionError(f"{what}: {node.op_type} layers are not supported")
+            if node.op_type == "Constant":
+                self._fold_constant(node, what, constants, sources)
+                continue
+            if node.op_type not in SUPPORTED_OPS:
+                unknown.setdefault(node.op_type, name)
+                continue
+            attrs = {attr.name: _attribute(attr, what, self._budget) for attr in node.attribute}
+            ops.append(Op(node.op_type, name, tuple(node.input), tuple(node.output), attrs))
+        if unknown:
+            listed = ", ".join(f"{op} (node {node!r})" for op, node in unknown.items())
+            raise GraphConversionError(f"the model uses ops gru_infer does not support: {listed}")
+        return ops
+
+    def _fold_constant(self, node: Any, what: str, constants: dict[str, np.ndarray],
+                       sources: dict[str, str]) -> None:
+        if len(node.output) != 1 or not node.output[0] or len(node.attribute) != 1:
+            raise GraphFormatError(f"{what}: a Constant has one output and one attribute")
+        attr = node.attribute[0]
+        value = _attribute(attr, what, self._budget)
+        kinds = {"value": None, "value_float": np.float32, "value_floats": np.float32,
+                 "value_int": np.int64, "value_ints": np.int64}
+        if attr.name not in kinds:
+            raise GraphConversionError(f"{what}: Constant {attr.name} is not supported")
+        array = value if kinds[attr.name] is None else np.asarray(value, kinds[attr.name])
+        if not isinstance(array, np.ndarray):
+            raise GraphFormatError(f"{what}: the Constant's value is not a tensor")
+        name = node.output[0]
+        if name in constants:
+            raise GraphFormatError(f"{what}: value {name!r} is defined twice")
+        constants[name] = array
+        sources[name] = f"Constant node {node.name or name}"
