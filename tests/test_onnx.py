@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper
+from opgraph_numpy import evaluate
 
 from gru_infer.converters._opgraph import GraphConversionError, GraphFormatError
 from gru_infer.converters.onnx import SUPPORTED_OPS, gru_node, read_onnx
@@ -381,3 +382,23 @@ def test_bit_flips_raise_only_project_errors(tmp_path_factory, flips):
         read_onnx(path)
     except PROJECT_ERRORS:
         pass
+
+
+# -- the op list carries the whole computation ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if MANIFEST[n]["emits_gru_op"]])
+def test_op_list_reproduces_the_frameworks_outputs(name):
+    """Run the op list with the NumPy reference at every check of the fixture (other
+    batch sizes and lengths than traced): the framework's numbers at 1e-5."""
+    entry = MANIFEST[name]
+    graph = read_onnx(FIXTURES / entry["onnx"])
+    arrays = npz(name)
+    for index in range(len(entry["checks"])):
+        suffix = "" if index == 0 else f"_{index}"
+        feeds = {key: arrays[f"{key}{suffix}"] for key in entry["inputs"]}
+        outputs = evaluate(graph, feeds)
+        assert len(outputs) == len(entry["outputs"])
+        for i, got in enumerate(outputs):
+            np.testing.assert_allclose(got, arrays[f"y{i}{suffix}"], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{name} output {i} check {index}")
