@@ -16,6 +16,7 @@ import numpy as np
 
 from gru_infer.converters._opgraph import OpGraph, Ref
 from gru_infer.converters.onnx import gru_node
+from gru_infer.converters.torch_export import gru_layers
 from gru_infer.reference import activation_function, gru_reference
 
 
@@ -41,11 +42,6 @@ def _log_softmax(x, axis):
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
-def _torch_to_onnx_gates(array):
-    r, z, n = np.split(array, 3, axis=0)
-    return np.concatenate([z, r, n], axis=0)
-
-
 # -- torch.export (ATen) --------------------------------------------------------------------
 
 def _run_aten(op, env, graph) -> list:
@@ -65,7 +61,7 @@ def _run_aten(op, env, graph) -> list:
     if kind == "aten.zeros.default":
         return [np.zeros([int(s) for s in value("size")], a.get("dtype") or "float32")]
     if kind == "aten.gru.input":
-        return _aten_gru(value("input"), value("hx"), value("params"), a)
+        return _aten_gru(value("input"), value("hx"), graph, op)
     if kind == "aten.select.int":
         return [np.take(value("self"), value("index"), axis=value("dim"))]
     if kind == "aten.slice.Tensor":
@@ -122,28 +118,18 @@ def _run_aten(op, env, graph) -> list:
     raise NotImplementedError(kind)
 
 
-def _aten_gru(x, hx, params, attrs) -> list:
-    layers, bidirectional = attrs["num_layers"], attrs["bidirectional"]
-    batch_first, has_biases = attrs["batch_first"], attrs["has_biases"]
-    D = 2 if bidirectional else 1
-    per_direction = 4 if has_biases else 2
-    if not batch_first:
+def _aten_gru(x, hx, graph, op) -> list:
+    """aten.gru.input through gru_layers (the canonical weights a mapper will use)."""
+    if not op.attrs["batch_first"]:
         x = np.swapaxes(x, 0, 1)
     states = []
-    for layer in range(layers):
-        W, R, B = [], [], []
-        for d in range(D):
-            p = params[(layer * D + d) * per_direction:(layer * D + d + 1) * per_direction]
-            W.append(_torch_to_onnx_gates(p[0]))
-            R.append(_torch_to_onnx_gates(p[1]))
-            H = p[1].shape[1]
-            B.append(np.concatenate([_torch_to_onnx_gates(p[2]), _torch_to_onnx_gates(p[3])])
-                     if has_biases else np.zeros(6 * H, p[0].dtype))
-        x, h_n = gru_reference(x, np.stack(W), np.stack(R), np.stack(B),
-                               direction="bidirectional" if bidirectional else "forward",
-                               initial_state=hx[layer * D:(layer + 1) * D])
+    for layer in gru_layers(op, graph.constants):
+        D = 2 if layer.bidirectional else 1
+        x, h_n = gru_reference(x, layer.W, layer.R, layer.B,
+                               direction="bidirectional" if layer.bidirectional else "forward",
+                               initial_state=hx[layer.index * D:(layer.index + 1) * D])
         states.append(h_n)
-    out = x if batch_first else np.swapaxes(x, 0, 1)
+    out = x if op.attrs["batch_first"] else np.swapaxes(x, 0, 1)
     return [out, np.concatenate(states, axis=0)]
 
 

@@ -25,6 +25,7 @@ from gru_infer.converters._opgraph import GraphConversionError, GraphFormatError
 from gru_infer.converters._pickle import CheckpointError, UnsafeCheckpointError
 from gru_infer.converters.torch_export import (
     SUPPORTED_OPS,
+    gru_layers,
     is_torch_export_archive,
     read_torch_export,
 )
@@ -422,3 +423,38 @@ def test_op_list_reproduces_torchs_outputs(name):
     assert len(outputs) == len(entry["outputs"])
     for got, key in zip(outputs, entry["outputs"]):
         np.testing.assert_allclose(got, arrays[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gru_layers_are_canonical(name):
+    """gru_layers: PyTorch's r, z, n blocks reordered to z, r, h; biases [Wb | Rb]."""
+    graph = read_torch_export(FIXTURES / MANIFEST[name]["pt2"])
+    arrays = npz(name)
+    for op in (op for op in graph.ops if op.op == "aten.gru.input"):
+        for layer in gru_layers(op, graph.constants):
+            D = 2 if layer.bidirectional else 1
+            H = layer.hidden_size
+            assert layer.W.shape == (D, 3 * H, layer.input_size)
+            assert layer.R.shape == (D, 3 * H, H) and layer.B.shape == (D, 6 * H)
+            for d, suffix in enumerate(("", "_reverse")[:D]):
+                prefix = f"sd_{op.module}."
+                w_ih = arrays[f"{prefix}weight_ih_l{layer.index}{suffix}"]
+                b_hh = arrays[f"{prefix}bias_hh_l{layer.index}{suffix}"]
+                np.testing.assert_array_equal(layer.W[d][:H], w_ih[H:2 * H])       # z
+                np.testing.assert_array_equal(layer.W[d][H:2 * H], w_ih[:H])       # r
+                np.testing.assert_array_equal(layer.W[d][2 * H:], w_ih[2 * H:])    # n
+                np.testing.assert_array_equal(layer.B[d][3 * H:4 * H], b_hh[H:2 * H])
+
+
+def test_malformed_gru_params_are_refused(tmp_path):
+    root, records = records_of("final_state_fc")
+
+    def drop_param(document):
+        for node in document["graph_module"]["graph"]["nodes"]:
+            if node["target"] == "torch.ops.aten.gru.input":
+                params = next(i for i in node["inputs"] if i["name"] == "params")
+                params["arg"]["as_tensors"].pop()
+
+    edit_json(records, f"{root}models/model.json", drop_param)
+    with pytest.raises(GraphFormatError, match="7 parameters for num_layers=2"):
+        read_torch_export(write_zip(tmp_path / "params.pt2", records))

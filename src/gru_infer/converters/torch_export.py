@@ -45,6 +45,7 @@ import math
 import os
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,8 @@ from numpy.lib.stride_tricks import as_strided
 from ._opgraph import GraphConversionError, GraphFormatError, Op, OpGraph, Ref, ValueInfo
 from ._pickle import _DTYPE_BY_NAME, CheckpointError, MemoryBudget, TorchDType
 
-__all__ = ["SUPPORTED_OPS", "is_torch_export_archive", "read_torch_export"]
+__all__ = ["SUPPORTED_OPS", "TorchGRULayer", "gru_layers", "is_torch_export_archive",
+           "read_torch_export"]
 
 # The ATen ops a GRU model's exported graph is made of ("torch.ops." dropped).
 SUPPORTED_OPS = frozenset({
@@ -139,6 +141,101 @@ def read_torch_export(path: str | os.PathLike[str], model_name: str | None = Non
         except Exception as exc:
             raise GraphFormatError(
                 f"{path}: could not read the archive ({type(exc).__name__}: {exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------
+# aten.gru.input
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TorchGRULayer:
+    """One layer of an ``aten.gru.input`` op, in the canonical (ONNX) form.
+
+    ``W`` (D, 3H, I), ``R`` (D, 3H, H), ``B`` (D, 6H) = [Wb | Rb] (None
+    without biases), gates z, r, h (PyTorch packs r, z, n: reordered here);
+    linear-before-reset, sigmoid and tanh, as nn.GRU always is.  ``sources``
+    are the state-dict keys of the layer's tensors, forward then reverse.
+    """
+
+    index: int
+    bidirectional: bool
+    hidden_size: int
+    input_size: int
+    W: np.ndarray
+    R: np.ndarray
+    B: np.ndarray | None
+    parameter_values: tuple[str, ...]
+
+
+def _rzn_to_zrn(array: np.ndarray) -> np.ndarray:
+    r, z, n = np.split(array, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+def gru_layers(op: Op, constants: dict[str, np.ndarray]) -> list[TorchGRULayer]:
+    """Check an ``aten.gru.input`` op and return its layers in canonical form.
+
+    The op's ``params`` are, per layer and direction (forward, then reverse),
+    ``weight_ih`` (3H, I), ``weight_hh`` (3H, H)[, ``bias_ih`` (3H),
+    ``bias_hh`` (3H)]; ``hx`` is (num_layers * D, B, H); ``batch_first`` says
+    whether ``input`` is (B, T, I) or (T, B, I).  Outputs: the last layer's
+    sequence (D*H features, fwd || bwd) and h_n (num_layers * D, B, H).
+    """
+    where = f"aten.gru.input node {op.name!r}"
+    attrs = op.attrs
+    for key, kind in (("has_biases", bool), ("num_layers", int), ("train", bool),
+                      ("bidirectional", bool), ("batch_first", bool), ("params", list)):
+        if not isinstance(attrs.get(key), kind) or (kind is int and isinstance(
+                attrs.get(key), bool)):
+            raise GraphFormatError(f"{where}: argument {key!r} is missing or mistyped")
+    if attrs["train"]:
+        raise GraphConversionError(f"{where}: exported in training mode; export in eval mode")
+    layers, D = attrs["num_layers"], 2 if attrs["bidirectional"] else 1
+    per_direction = 4 if attrs["has_biases"] else 2
+    params = attrs["params"]
+    if layers < 1 or len(params) != layers * D * per_direction:
+        raise GraphFormatError(
+            f"{where}: {len(params)} parameters for num_layers={layers}, D={D}, "
+            f"has_biases={attrs['has_biases']}")
+    if not all(isinstance(p, Ref) and p.name in constants for p in params):
+        raise GraphConversionError(
+            f"{where}: its weights are computed in the graph, not stored parameters")
+    result = []
+    input_size = None
+    for layer in range(layers):
+        W, R, B, names = [], [], [], []
+        for d in range(D):
+            chunk = params[(layer * D + d) * per_direction:(layer * D + d + 1) * per_direction]
+            arrays = [constants[p.name] for p in chunk]
+            names += [p.name for p in chunk]
+            w_ih, w_hh = arrays[0], arrays[1]
+            if w_hh.ndim != 2 or w_ih.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or \
+                    w_ih.shape[0] != w_hh.shape[0] or w_hh.shape[1] < 1:
+                raise GraphFormatError(
+                    f"{where}: layer {layer}: weight_ih {w_ih.shape} and weight_hh "
+                    f"{w_hh.shape} are not (3H, I) and (3H, H)")
+            H = w_hh.shape[1]
+            expected_input = input_size if layer == 0 else D * result[-1].hidden_size
+            if expected_input is not None and w_ih.shape[1] != expected_input:
+                raise GraphFormatError(
+                    f"{where}: layer {layer} takes {w_ih.shape[1]} features, expected "
+                    f"{expected_input}")
+            if layer == 0:
+                input_size = w_ih.shape[1]
+            if W and (w_ih.shape != W[0].shape or w_hh.shape != R[0].shape):
+                raise GraphFormatError(f"{where}: layer {layer}: directions differ in shape")
+            if any(a.dtype.kind != "f" for a in arrays):
+                raise GraphFormatError(f"{where}: layer {layer}: weights are not floating point")
+            W.append(_rzn_to_zrn(w_ih))
+            R.append(_rzn_to_zrn(w_hh))
+            if per_direction == 4:
+                if arrays[2].shape != (3 * H,) or arrays[3].shape != (3 * H,):
+                    raise GraphFormatError(f"{where}: layer {layer}: biases are not (3H,)")
+                B.append(np.concatenate([_rzn_to_zrn(arrays[2]), _rzn_to_zrn(arrays[3])]))
+        result.append(TorchGRULayer(layer, D == 2, R[0].shape[1], W[0].shape[1],
+                                    np.stack(W), np.stack(R), np.stack(B) if B else None,
+                                    tuple(names)))
+    return result
 
 
 # ---------------------------------------------------------------------------------------
@@ -613,8 +710,12 @@ class _Reader:
             "range_constraints": self._ranges(program.get("range_constraints")),
             "forward_arg_names": self._forward_arg_names(module),
         }
-        return OpGraph("torch.export", inputs, outputs, ops, constants, sources,
-                       values, metadata).check()
+        graph = OpGraph("torch.export", inputs, outputs, ops, constants, sources,
+                        values, metadata).check()
+        for op in graph.ops:
+            if op.op == "aten.gru.input":
+                gru_layers(op, graph.constants)
+        return graph
 
     def _values(self, graph: dict[str, Any], what: str) -> dict[str, ValueInfo]:
         values: dict[str, ValueInfo] = {}
