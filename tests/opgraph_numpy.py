@@ -109,10 +109,12 @@ def _run_aten(op, env, graph) -> list:
                                                                     else "shape")])]
     if kind == "aten.cat.default":
         return [np.concatenate(value("tensors"), axis=value("dim", 0))]
-    if kind in ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor"):
+    if kind in ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor"):
         x, other = value("self"), value("other")
         if kind == "aten.mul.Tensor":
             return [x * other]
+        if kind == "aten.div.Tensor":
+            return [x / other]
         alpha = value("alpha", 1)
         return [x + alpha * other if kind == "aten.add.Tensor" else x - alpha * other]
     raise NotImplementedError(kind)

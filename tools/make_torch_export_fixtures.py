@@ -191,6 +191,24 @@ class NormDropout(nn.Module):
         return torch.tanh(self.fc(self.drop(self.ln(out))))
 
 
+class NormalizedInput(nn.Module):
+    """(x - mean) * inv_std -> GRU -> fc(last step) * scale: a persistent buffer, a
+    non-persistent one, and a plain tensor attribute (lifted as a tensor constant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(12)
+        self.register_buffer("mean", torch.randn(4, generator=g))
+        self.register_buffer("inv_std", torch.rand(4, generator=g) + 0.5, persistent=False)
+        self.scale = torch.tensor([2.5])
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        out, _ = self.gru((x - self.mean) * self.inv_std)
+        return self.fc(out[:, -1]) * self.scale
+
+
 class InitialState(nn.Module):
     """GRU with the initial state as a second input; returns out and h_n."""
 
@@ -242,6 +260,11 @@ def export_fixture(name: str, model: nn.Module, inputs: dict[str, torch.Tensor],
         arrays["y" if single else f"y{index}"] = numpy_of(tensor)
     for key, tensor in model.state_dict().items():
         arrays[f"sd_{key}"] = numpy_of(tensor)
+    # Tensors the program holds that state_dict() leaves out.
+    others = {**{k: v for k, v in program.state_dict.items() if k not in model.state_dict()},
+              **program.constants}
+    for key, tensor in others.items():
+        arrays[f"const_{key}"] = numpy_of(tensor)
     np.savez_compressed(EXPORT_DIR / f"{name}.npz", **arrays)
 
     with zipfile.ZipFile(pt2) as archive:
@@ -265,7 +288,11 @@ def export_fixture(name: str, model: nn.Module, inputs: dict[str, torch.Tensor],
         "npz_keys": {**{k: "input" for k in keys},
                      **({"y": "torch's output"} if single else
                         {f"y{i}": f"torch's output {i}" for i in range(len(outputs))}),
-                     "sd_<key>": "torch's copy of state-dict tensor <key>"},
+                     "sd_<key>": "torch's copy of state-dict tensor <key>",
+                     **({"const_<key>": "a tensor the program holds beyond state_dict() "
+                                        "(non-persistent buffer, tensor constant)"}
+                        if others else {})},
+        "constants_beyond_state_dict": sorted(others),
         "notes": notes,
     }
     print(f"torch_export/{name}: {pt2.stat().st_size} B pt2, "
@@ -329,6 +356,13 @@ def make_export_fixtures() -> None:
         "GRU(4, 8, batch_first) -> LayerNorm(8) -> Dropout(0.25, eval) -> "
         "torch.tanh(fc(.)) at every step",
         {"x": rand(3, 5, 4)}, seed=9)
+    export_fixture(
+        "buffers_constants", NormalizedInput(), {"x": rand(2, 5, 4)}, {"x": 0}, None,
+        "(x - mean) * inv_std -> GRU(4, 6, batch_first) -> fc(out[:, -1]) * scale; mean a "
+        "buffer, inv_std a non-persistent buffer, scale a plain tensor attribute",
+        {"x": rand(3, 5, 4)}, seed=11,
+        notes="inv_std and scale are not in state_dict(): the .pt2 carries them (constants "
+              "config), so only the .pt2 converts")
     export_fixture(
         "initial_state", InitialState(), {"x": rand(2, 5, 4), "h0": rand(1, 2, 6)},
         {"x": 0, "h0": 1}, ["gru"],

@@ -66,7 +66,7 @@ SUPPORTED_OPS = frozenset({
     "aten.log_softmax.int", "aten._log_softmax.default",
     "aten.select.int", "aten.slice.Tensor", "aten.embedding.default",
     "aten.dropout.default", "aten.cat.default",
-    "aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor",
+    "aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor",
     "aten.layer_norm.default", "aten.conv1d.default",
     "aten.permute.default", "aten.transpose.int", "aten.view.default",
     "aten.reshape.default", "aten.flatten.using_ints", "aten.contiguous.default",
