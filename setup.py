@@ -48,8 +48,8 @@ if os.environ.get("GRU_INFER_NATIVE") == "1":
     compile_args.append("-march=native")
 
 extension = Extension(
-    "gru_infer._core",
-    sources=["src/gru_infer/_core.pyx", "src_c/gru.c", "src_c/kernels.c"],
+    "gru_infer.runtime._core",
+    sources=["src/gru_infer/runtime/_core.pyx", "src_c/gru.c", "src_c/kernels.c"],
     include_dirs=["src_c", np.get_include()],
     depends=["src_c/gru.h", "src_c/gru_impl.h", "src_c/gru_instances.h", "src_c/kernels.h",
              "src_c/kernels_impl.h", "src_c/activations.h"],

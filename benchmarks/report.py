@@ -101,7 +101,8 @@ def accuracy_table(doc) -> list:
 
 
 def floors_table(doc) -> list:
-    lines = ["| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s | bare gru_infer.GRU step, tiny: p50 / p99 |",
+    lines = ["| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s "
+             "| bare gru_infer.GRU step, tiny: p50 / p99 |",
              "|---|---|---|---|---|"]
     for run in doc["runs"]:
         f = run["floors"]

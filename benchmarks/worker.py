@@ -17,7 +17,8 @@ import traceback
 
 import numpy as np
 
-from . import floors, workloads as wl
+from . import floors
+from . import workloads as wl
 from .peers import load_all
 from .timing import adaptive_repeats, summarize, time_calls
 
@@ -47,11 +48,11 @@ def versions(engine_modules) -> dict:
     import scipy
 
     import gru_infer
-    from gru_infer import _core
+    from gru_infer.runtime import _core
 
     v = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-         "gru_infer": getattr(gru_infer, "__version__", "?"), "gru_infer_kernel": str(_core.KERNEL),
-         "gru_infer_openmp": bool(_core.HAS_OPENMP)}
+         "gru_infer": getattr(gru_infer, "__version__", "?"), "gru_infer_kernel": _core.isa_current(),
+         "gru_infer_openmp": _core.has_openmp()}
     try:
         v["numpy_blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     except Exception:

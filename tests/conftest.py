@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gru_infer.layers import GRU_DIRECTIONS
+from gru_infer.runtime.layer import GRU_DIRECTIONS
 
 
 def random_gru_weights(rng, input_size, hidden_size, direction="forward", bias=True, dtype=np.float32,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gru_infer import _core
+from gru_infer.runtime import _core
 
 GRID = np.concatenate([np.linspace(-100, 100, 400_001), np.linspace(-1, 1, 200_001),
                        [0.0, -0.0, 88.0, -87.5, 1e-30, -1e-30]])

@@ -42,14 +42,13 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("gru-infer: error:") and "junk.pt" in err and err.count("\n") == 1
     assert main(["info", str(tmp_path / "missing.keras")]) == 1
     assert "missing.keras" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="missing.keras"):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
         main(["--debug", "info", str(tmp_path / "missing.keras")])
 
 
 def test_bench_runs_quickly_on_a_small_model(tmp_path, capsys):
-    from gru_infer.bench import bench_model
-
     import gru_infer
+    from gru_infer.bench import bench_model
 
     model = gru_infer.convert(FIXTURES / "torch" / "gru_nobias.pt")
     results = bench_model(model, threads="1,2", batch_sizes="1,4", steps=5, seconds=0.01,

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 import gru_infer
-from gru_infer.converters.torch import TorchConversionError, convert_state_dict, describe_torch_file
+from gru_infer import Model
+from gru_infer.converters.torch import TorchConversionError, describe_torch_file
+from gru_infer.converters.torch import convert_state_dict as convert_state_dict_spec
+
+
+def convert_state_dict(state, **options):
+    return Model(convert_state_dict_spec(state, **options))
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
@@ -94,11 +100,11 @@ def test_half_precision_weights_widen_to_float32(name):
     path, data = fixture(name)
     model = gru_infer.convert(path)
     cell = model.recurrent_layers[0].cells[0]
-    assert cell["W"].dtype == np.float32
-    H = cell["R"].shape[-1]
+    assert cell.W.dtype == np.float32
+    H = cell.R.shape[-1]
     r, z, n = np.split(data["w_weight_ih_l0"], 3)
-    np.testing.assert_array_equal(cell["W"][0], np.concatenate([z, r, n]).astype(np.float32))
-    assert H * 3 == cell["W"].shape[1]
+    np.testing.assert_array_equal(cell.W, np.concatenate([z, r, n]).astype(np.float32))
+    assert H * 3 == cell.W.shape[0]
 
 
 def test_head_activation_option_and_cli_names():
@@ -203,11 +209,11 @@ def test_from_torch_packed_unsorted(live_torch):
 
 def test_state_dict_saved_as_safetensors(tmp_path):
     """safetensors.torch.save_file(model.state_dict(), ...) files convert too."""
-    from gru_infer.weights import write_safetensors
+    from safetensors.numpy import save_file
 
     path, data = fixture("bigru2_linear_sd")
     state = {k[len("sd_"):]: data[k] for k in data.files if k.startswith("sd_")}
-    write_safetensors(tmp_path / "model.safetensors", state, {"format": "pt"})
+    save_file(state, str(tmp_path / "model.safetensors"), {"format": "pt"})
     model = gru_infer.convert(tmp_path / "model.safetensors")
     np.testing.assert_allclose(model(data["x"]), data["y"], rtol=0, atol=1e-5)
     assert model.source["format"] == ".safetensors"
@@ -245,7 +251,7 @@ def test_embedding_before_the_gru_makes_a_token_model(rng):
     c = model.recurrent_layers[0].cells[0]
     from gru_infer.reference import gru_reference
 
-    expected, _ = gru_reference(table[ids], c["W"], c["R"], c["B"])
+    expected, _ = gru_reference(table[ids], c.W, c.R, c.B)
     np.testing.assert_allclose(model(ids), expected, atol=1e-6)
 
 
@@ -260,7 +266,7 @@ def test_weight_norm_is_folded(rng):
              "gru.parametrizations.weight_ih_l0.original1": v} | state
     model = convert_state_dict(state)
     r, z, n = np.split(folded_target, 3)
-    np.testing.assert_allclose(model.recurrent_layers[0].cells[0]["W"][0],
+    np.testing.assert_allclose(model.recurrent_layers[0].cells[0].W,
                                np.concatenate([z, r, n]), rtol=1e-6)
     assert np.allclose(v_scaled, folded_target, rtol=1e-5)
 

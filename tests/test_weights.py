@@ -8,7 +8,7 @@ import pytest
 from test_model import seed_like_model
 
 import gru_infer
-from gru_infer.weights import WeightFileError, read_safetensors, write_safetensors
+from gru_infer import FormatError as WeightFileError
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_truncated_file_is_refused(saved):
     data = path.read_bytes()
     for cut in (0, 5, 20, len(data) // 2, len(data) - 1):
         path.write_bytes(data[:cut])
-        with pytest.raises(WeightFileError, match="truncated|header|not valid JSON"):
+        with pytest.raises(WeightFileError, match="not a valid safetensors file|truncated"):
             gru_infer.load(path)
 
 
@@ -63,7 +63,7 @@ def test_wrong_tensor_shape_is_refused(saved):
 def test_inconsistent_byte_range_is_refused(saved):
     _, path = saved
     _rewrite_header(path, lambda h: h["head/kernel"].update(data_offsets=[0, 3]))
-    with pytest.raises(WeightFileError, match="head/kernel"):
+    with pytest.raises(WeightFileError, match="not a valid safetensors file"):
         gru_infer.load(path)
 
 
@@ -81,10 +81,10 @@ def test_newer_format_version_is_refused(saved):
 
 
 def test_plain_safetensors_is_not_a_model(tmp_path):
+    from safetensors.numpy import save_file
+
     path = tmp_path / "plain.safetensors"
-    write_safetensors(path, {"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, {})
-    tensors, metadata = read_safetensors(path)
-    np.testing.assert_array_equal(tensors["a"], np.arange(6).reshape(2, 3))
+    save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3)}, str(path))
     with pytest.raises(WeightFileError, match="not a gru_infer model"):
         gru_infer.load(path)
 

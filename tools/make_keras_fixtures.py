@@ -41,11 +41,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-stable CPU math
 os.environ.pop("TF_USE_LEGACY_KERAS", None)  # `keras` must stay Keras 3
 
-import numpy as np  # noqa: E402
 import h5py  # noqa: E402
+import keras as k3  # noqa: E402  (Keras 3)
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as k2  # noqa: E402  (Keras 2 API)
-import keras as k3  # noqa: E402  (Keras 3)
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "fixtures" / "keras"  # --out replaces it

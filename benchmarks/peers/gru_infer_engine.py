@@ -19,10 +19,10 @@ def available() -> bool:
 
 def build_model(spec):
     """The spec's canonical weights as a gru_infer.Model."""
-    from gru_infer.layers import Dense, Recurrent
-    from gru_infer.model import Model
+    from gru_infer import Model
+    from gru_infer.spec.layers import Dense, GRUCell, Recurrent
 
-    layers = [Recurrent(f"gru{i}", [{"W": l.W, "R": l.R, "B": l.B, "linear_before_reset": True}])
+    layers = [Recurrent(f"gru{i}", [GRUCell(l.W, l.R, l.B, linear_before_reset=True)])
               for i, l in enumerate(spec.layers)]
     if spec.dense_W is not None:
         layers.append(Dense("dense", spec.dense_W.T, spec.dense_b, activation="sigmoid"))

@@ -1,23 +1,51 @@
-"""gru_infer: fast, exact CPU inference for GRU networks from Keras and PyTorch."""
+"""gru_infer: fast, exact CPU inference for GRU networks from Keras and PyTorch.
+
+The public names are imported on first use, so `import gru_infer` is cheap.
+"""
 
 import os as _os
 
-# The core's threads meet at a barrier every timestep.  GNU OpenMP's default
-# wait spins ~300k times before sleeping; on a busy machine a spinning thread
-# takes the core its late partner needs (W1 p99 4 ms instead of 60 us in
-# benchmarks/ beside a busy process).  A shorter spin covers a step's wait
-# and costs nothing on a quiet machine.  Only when the user set neither, and
-# only if libgomp is not loaded yet (it reads these once).
+# The core's threads meet every timestep.  GNU OpenMP's default wait spins
+# ~300k times before sleeping; on a busy machine a spinning thread takes the
+# core its late partner needs.  A shorter spin covers a step's wait and costs
+# nothing on a quiet machine.  Only when the user set neither, and before
+# libgomp is loaded (it reads these once).
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "20000"
 
-from ._threads import get_num_threads, set_num_threads
-from .converters import convert
-from .converters.torch import from_torch
-from .layers import GRU
-from .model import Model
-from .stream import Stream
-from .weights import load
+__version__ = "0.2.0"
 
-__all__ = ["GRU", "Model", "Stream", "convert", "from_torch", "load", "get_num_threads", "set_num_threads"]
-__version__ = "0.1.0"
+_EXPORTS = {
+    "GRU": "runtime.layer",
+    "Model": "runtime.model",
+    "Stream": "runtime.model",
+    "convert": "api",
+    "load": "api",
+    "from_torch": "api",
+    "show_config": "config",
+    "get_num_threads": "_threads",
+    "set_num_threads": "_threads",
+    "GruInferError": "errors",
+    "FormatError": "errors",
+    "ConversionError": "errors",
+    "InputError": "errors",
+    "CoreUnavailableError": "errors",
+    "GruInferWarning": "errors",
+    "ModelSpec": "spec.graph",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gru_infer' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

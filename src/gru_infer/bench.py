@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from ._threads import available_cores
-from .layers import Embedding
+from .spec.layers import Embedding
 
 
 def _parse_ints(text, default):
@@ -86,7 +86,7 @@ def bench_model(model, *, threads=None, batch_sizes=None, steps=100, seconds=1.0
             sink = np.empty_like(stream.step(frames[:, 0]))
             counter = iter(range(1 << 62))
 
-            def step():
+            def step(stream=stream, frames=frames, counter=counter, sink=sink):
                 stream.step(frames[:, next(counter) % 64], out=sink)
 
             t = _time(step, seconds)
@@ -94,14 +94,14 @@ def bench_model(model, *, threads=None, batch_sizes=None, steps=100, seconds=1.0
                                      "p99": float(np.percentile(t, 99) * 1e6)}
         show(f"sequence batch 1, {nt} thread(s)")
         x = _inputs(model, 1, steps, rng)
-        t = _time(lambda: model(x, num_threads=nt), seconds)
+        t = _time(lambda x=x, nt=nt: model(x, num_threads=nt), seconds)
         row["sequence_ms"] = {"p50": float(np.median(t) * 1e3),
                               "p99": float(np.percentile(t, 99) * 1e3)}
         row["throughput_seq_per_s"] = {}
         for batch in batch_sizes:
             show(f"throughput batch {batch}, {nt} thread(s)")
             x = _inputs(model, batch, steps, rng)
-            t = _time(lambda: model(x, num_threads=nt), seconds)
+            t = _time(lambda x=x, nt=nt: model(x, num_threads=nt), seconds)
             row["throughput_seq_per_s"][batch] = float(batch / np.median(t))
         results["threads"][nt] = row
     show.close()
@@ -125,9 +125,9 @@ def format_results(results) -> str:
 
 
 def bench_model_file(path, *, threads=None, batch_sizes=None, steps=100, seconds=1.0) -> dict:
-    from .cli import _open_model
+    from .api import convert
 
-    model = _open_model(path)
+    model = convert(path)
     print(f"{path}: {len(model.layers)} layers, {model.parameter_count:,} parameters; "
           f"sequences of {steps} steps; {seconds:g} s per measurement")
     return bench_model(model, threads=threads, batch_sizes=batch_sizes, steps=steps,

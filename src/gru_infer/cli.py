@@ -12,8 +12,7 @@ import numpy as np
 
 
 def _open_model(path, config=None, torch_options=None):
-    """A Model from a gru_infer weight file or straight from a checkpoint."""
-    from .converters import convert
+    from .api import convert
 
     return convert(path, config=config, **(torch_options or {}))
 

@@ -45,9 +45,13 @@ def gru_reference(
 ):
     """GRU over x (batch, time, input) with canonical weights.
 
-    W (D, 3H, I), R (D, 3H, H), B (D, 6H) = [Wb | Rb], gate blocks z, r, h.
+    W (D, 3H, I), R (D, 3H, H), B (D, 6H) = [Wb | Rb], gate blocks z, r, h
+    (or one direction's W (3H, I), R (3H, H), B (6H,)).
     Returns y (batch, time, D*H) and h_n (D, batch, H), computed in W's dtype.
     """
+    if np.ndim(W) == 2:  # one direction
+        W, R = np.asarray(W)[None], np.asarray(R)[None]
+        B = None if B is None else np.asarray(B)[None]
     dtype = np.asarray(W).dtype
     x = np.asarray(x, dtype=dtype)
     W = np.asarray(W, dtype=dtype)

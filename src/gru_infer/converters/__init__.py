@@ -1,9 +1,11 @@
-"""Converters that read framework checkpoints without the frameworks.
+"""Converters: checkpoint files in, ModelSpec out, without the frameworks.
 
-convert(src) picks the reader from the file's first bytes: a Keras 3 .keras
-archive or HDF5 (.h5, .weights.h5) goes to the Keras reader, a torch.save
-file (zip or legacy pickle) to the PyTorch reader.  Each ends in the
-canonical form, a gru_infer Model.
+convert_to_spec(src) picks the reader from the file's contents (not its
+name): a Keras 3 .keras archive or HDF5 (.h5, .weights.h5) goes to the Keras
+reader, a torch.save file (zip or legacy pickle) to the PyTorch reader, a
+safetensors file to the weight-file reader (a gru_infer model) or, for a
+PyTorch state dict saved with safetensors, to the PyTorch reader.  Converters
+import the spec layer only, never the runtime.
 """
 
 from __future__ import annotations
@@ -11,15 +13,8 @@ from __future__ import annotations
 import os
 import zipfile
 
-
-def read_head(path, size: int = 8) -> bytes:
-    """The first bytes of a file; a ValueError naming it when it can't be read."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(size)
-    except OSError as error:
-        raise ValueError(f"{os.fspath(path)}: cannot read: {error.strerror or error}") from None
-
+from ..errors import FormatError
+from ._files import read_head
 
 _NOT_CHECKPOINTS = {
     ".pb": "a TensorFlow SavedModel: save the Keras model as .keras or .h5 instead",
@@ -35,14 +30,16 @@ def detect_format(path) -> str:
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "config.json")):
-            raise ValueError(f"{path}: an unzipped Keras model folder; gru_infer reads the zipped "
-                             ".keras file (model.save('model.keras'))")
+            raise FormatError(f"{path}: an unzipped Keras model folder; gru_infer reads the "
+                              "zipped .keras file (model.save('model.keras'))")
         if os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"{path}: {_NOT_CHECKPOINTS['.pb']}")
-        raise ValueError(f"{path}: a folder, not a checkpoint file")
+            raise FormatError(f"{path}: {_NOT_CHECKPOINTS['.pb']}")
+        raise FormatError(f"{path}: a folder, not a checkpoint file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
     for suffix, reason in _NOT_CHECKPOINTS.items():
         if path.endswith(suffix):
-            raise ValueError(f"{path}: {reason}")
+            raise FormatError(f"{path}: {reason}")
     magic = read_head(path, 9)
     if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
         return "safetensors"
@@ -52,41 +49,43 @@ def detect_format(path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as error:
-            raise ValueError(f"{path}: a damaged zip file ({error})") from None
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError) as error:
+            raise FormatError(f"{path}: a damaged zip file ({error})") from None
         if "config.json" in names:
             return "keras"
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
         if any(n.endswith("archive_format") or "/models/" in n for n in names):
-            raise ValueError(f"{path}: a torch.export archive (.pt2), not a torch.save "
-                             "checkpoint; save model.state_dict() with torch.save")
-        raise ValueError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
-                         "torch.save checkpoint")
+            raise FormatError(f"{path}: a torch.export archive (.pt2), not a torch.save "
+                              "checkpoint; save model.state_dict() with torch.save")
+        raise FormatError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
+                          "torch.save checkpoint")
     # anything else may be a legacy torch.save stream (any pickle protocol);
     # the PyTorch reader checks its magic number and says so if it is not
     return "torch"
 
 
-def convert(src, *, config=None, **torch_options):
-    """A gru_infer Model from a Keras or PyTorch checkpoint.
+def convert_to_spec(src, *, config=None, **torch_options):
+    """The ModelSpec of a Keras or PyTorch checkpoint, or of a gru_infer weight file.
 
     config: the model's JSON config for Keras weights-only files (a path, JSON
     text or a dict; by default the .json beside the file).  torch_options go
-    to the PyTorch reader (see gru_infer.converters.torch.convert_torch); they
-    also apply to a PyTorch state dict saved as safetensors.  A gru_infer
-    weight file is simply loaded.
+    to the PyTorch reader (see converters.torch.convert_torch); they also
+    apply to a PyTorch state dict saved as safetensors.
     """
+    if not isinstance(src, (str, os.PathLike)):
+        raise TypeError(f"convert takes a file path (str or os.PathLike), got "
+                        f"{type(src).__name__}")
     kind = detect_format(src)
     if kind == "safetensors":
-        from ..weights import FORMAT_NAME, load, read_safetensors
+        from ..spec import file
 
-        tensors, metadata = read_safetensors(src)
-        if metadata.get("format") == FORMAT_NAME:
-            return load(src)
+        metadata = file.read_metadata(src)
+        if metadata.get("format") == file.FORMAT_NAME:
+            return file.load(src)
         from .torch import convert_safetensors_state_dict
 
-        return convert_safetensors_state_dict(src, tensors, **torch_options)
+        return convert_safetensors_state_dict(src, **torch_options)
     if kind == "keras":
         if torch_options:
             raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")

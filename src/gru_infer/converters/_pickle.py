@@ -40,6 +40,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..errors import FormatError
+
 __all__ = [
     "CheckpointError",
     "MemoryBudget",
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FormatError):
     """The file is not a checkpoint this reader can load (damaged, truncated,
     unsupported).  A ``ValueError``, so ``except ValueError`` catches it."""
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layers import Activation, Dense, Embedding, Recurrent, compute_dtype
-from ..model import Model
+from ..errors import ConversionError, FormatError
+from ..spec.graph import INPUT, Input, ModelSpec, sequential
+from ..spec.layers import Activation, Dense, Embedding, GRUCell, Recurrent, compute_dtype
 from .torch_file import PickledObject, flatten_tensors, read_torch_file
 
 RNN_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
@@ -40,7 +41,7 @@ ACTIVATION_MODULES = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "Sof
                       "Hardswish": "hard_silu", "ReLU6": "relu6", "Softsign": "softsign"}
 
 
-class TorchConversionError(ValueError):
+class TorchConversionError(ConversionError):
     """A state dict that does not map onto a GRU model, and why."""
 
 
@@ -262,14 +263,15 @@ def gru_nodes(state: dict, stack: GRUStack, last_step_only: bool, name: str) -> 
     for k in range(stack.num_layers):
         cells = []
         for suffix in ("", "_reverse")[: 2 if stack.bidirectional else 1]:
-            get = lambda n: np.asarray(state[f"{stack.prefix}{n}_l{k}{suffix}"], dtype)  # noqa: E731
+            def get(n, k=k, suffix=suffix):
+                return np.asarray(state[f"{stack.prefix}{n}_l{k}{suffix}"], dtype)
+
             B = None
             if stack.bias:
                 B = np.concatenate([_to_canonical_gates(get("bias_ih")),
-                                    _to_canonical_gates(get("bias_hh"))])[None]
-            cells.append(dict(W=_to_canonical_gates(get("weight_ih"))[None],
-                              R=_to_canonical_gates(get("weight_hh"))[None], B=B,
-                              linear_before_reset=True, activations=("sigmoid", "tanh")))
+                                    _to_canonical_gates(get("bias_hh"))])
+            cells.append(GRUCell(_to_canonical_gates(get("weight_ih")),
+                                 _to_canonical_gates(get("weight_hh")), B))
         last = k == stack.num_layers - 1
         nodes.append(Recurrent(f"{name}_l{k}" if stack.num_layers > 1 else name, cells,
                                return_sequences=not (last and last_step_only)))
@@ -303,8 +305,8 @@ def _choose_stack(state: dict, prefix) -> GRUStack:
 
 def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="linear",
                        hidden_activation=None, head_on="every_step", batch_first=True,
-                       strict=True, source=None) -> Model:
-    """A Model from a flat name -> array state dict (in registration order).
+                       strict=True, source=None) -> ModelSpec:
+    """A ModelSpec from a flat name -> array state dict (in registration order).
 
     prefix: the key prefix of the GRU stack to use, when there are several.
     head: the Linear layers' key prefixes, in order; None finds them, []
@@ -375,10 +377,9 @@ def convert_state_dict(state: dict, *, prefix=None, head=None, head_activation="
         size = lin.out_features
     if not chain and head_activation not in (None, "linear"):
         layers.append(Activation("activation", head_activation))
-    input_shape, input_dtype = ((None,), "int64") if embedding is not None else \
-        ((None, stack.input_size), "float32")
-    return Model.sequential(layers, input_shape=input_shape, input_dtype=input_dtype,
-                            source=source or {}, time_major=not batch_first)
+    model_input = Input(INPUT, (None,), "int64") if embedding is not None else \
+        Input(INPUT, (None, stack.input_size), "float32")
+    return sequential(layers, input=model_input, source=source or {}, time_major=not batch_first)
 
 
 # -- modules: what a whole-module pickle or a live module adds ------------------------------
@@ -434,8 +435,8 @@ def options_from_modules(modules: list, state: dict, options: dict) -> dict:
 
 def convert_torch(path, *, prefix=None, head=None, head_activation=None,
                   hidden_activation=None, head_on="every_step", batch_first=None,
-                  strict=True) -> Model:
-    """A Model from a torch.save file (state dict, training checkpoint or
+                  strict=True) -> ModelSpec:
+    """A ModelSpec from a torch.save file (state dict, training checkpoint or
     whole module), read without torch and without running its pickle.
     batch_first and the head's activations: None takes them from a
     whole-module pickle's modules where it has them (else True / linear)."""
@@ -456,9 +457,21 @@ def convert_torch(path, *, prefix=None, head=None, head_activation=None,
         raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
 
 
-def convert_safetensors_state_dict(path, tensors: dict, *, batch_first=None, **options) -> Model:
-    """A Model from a PyTorch state dict saved with safetensors
+def read_safetensors_state_dict(path) -> dict:
+    """name -> array of a safetensors file, in the file's order."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="np") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, TypeError, ValueError) as error:
+        raise FormatError(f"{os.fspath(path)}: cannot read its tensors ({error})") from None
+
+
+def convert_safetensors_state_dict(path, *, batch_first=None, **options) -> ModelSpec:
+    """A ModelSpec from a PyTorch state dict saved with safetensors
     (safetensors.torch.save_file(model.state_dict(), path))."""
+    tensors = read_safetensors_state_dict(path)
     source = {"framework": "pytorch", "format": ".safetensors",
               "file": os.path.basename(os.fspath(path))}
     try:
@@ -490,7 +503,7 @@ def describe_torch_file(path) -> str:
     return "\n".join(lines)
 
 
-def from_torch(module, **options) -> Model:
+def from_torch(module, **options) -> ModelSpec:
     """Convert a live torch module (an nn.GRU, or a module / nn.Sequential of
     nn.GRU + nn.Linear + activations, optionally after an nn.Embedding)
     without saving it first.  batch_first and the activations come from the

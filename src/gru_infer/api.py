@@ -1,0 +1,47 @@
+"""The entry points that join the converters and the runtime: convert, load,
+from_torch.  (Converters make ModelSpecs; the runtime runs them; only this
+module knows both.)"""
+
+from __future__ import annotations
+
+import os
+
+from .converters import convert_to_spec, detect_format
+from .errors import FormatError
+from .runtime.model import Model
+from .spec import file as spec_file
+
+
+def convert(src, *, config=None, **options) -> Model:
+    """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config),
+    PyTorch (.pt state dict, checkpoint or whole module; a state dict saved as
+    safetensors), or a gru_infer weight file.  config: the JSON config of a
+    Keras weights-only file (a path, JSON text or a dict; by default the .json
+    beside it).  options: what a PyTorch state dict cannot say (see
+    gru_infer.converters.torch.convert_state_dict)."""
+    return Model(convert_to_spec(src, config=config, **options))
+
+
+def load(path) -> Model:
+    """A Model from a gru_infer weight file (written by Model.save or
+    gru-infer convert)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load takes a file path (str or os.PathLike), got {type(path).__name__}")
+    kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
+    if kind == "keras":
+        raise FormatError(f"{os.fspath(path)}: a Keras file, not a gru_infer weight file: use "
+                          "gru_infer.convert() to read it")
+    if kind != "safetensors":
+        raise FormatError(f"{os.fspath(path)}: not a gru_infer weight file: it does not start "
+                          "like a safetensors file (truncated, or another format; "
+                          "gru_infer.convert() reads Keras and PyTorch checkpoints)")
+    return Model(spec_file.load(path))
+
+
+def from_torch(module, **options) -> Model:
+    """A Model from a live torch.nn.Module (an nn.GRU, or a module /
+    nn.Sequential of nn.GRU + nn.Linear + activations, optionally after an
+    nn.Embedding), without saving it first."""
+    from .converters.torch import from_torch as spec_from_torch
+
+    return Model(spec_from_torch(module, **options))

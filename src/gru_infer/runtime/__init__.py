@@ -1,0 +1,1 @@
+"""The runtime: programs compiled from ModelSpecs, run by the C core."""

@@ -1,0 +1,866 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The Cython layer over the C core: packed weights, and one Op class per
+kind of work a model step does, over buffers fixed when a program is built.
+
+Fills the core's BLAS table from scipy.linalg.cython_blas (SciPy's own BLAS,
+nothing to link).  Ops hold raw pointers into NumPy buffers that their
+program keeps alive; running an op is one C-level call with no Python
+objects made, and the GIL is released around the core's work.  Argument
+checking happens at the model boundary (runtime/model.py), not here.
+"""
+
+cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport exp, log
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+from ..errors import InputError
+
+from ._core cimport *
+
+cnp.import_array()
+
+gru_set_blas(<gru_sgemm_fn>sgemm, <gru_dgemm_fn>dgemm)
+
+PANEL = GRU_PANEL
+# The C enum values of the activations the core has, by table name.
+_ACTIVATION_CODES = {
+    "sigmoid": GRU_ACT_SIGMOID,
+    "hard_sigmoid_keras2": GRU_ACT_HARD_SIGMOID_KERAS2,
+    "hard_sigmoid_keras3": GRU_ACT_HARD_SIGMOID_KERAS3,
+    "tanh": GRU_ACT_TANH,
+    "relu": GRU_ACT_RELU,
+    "linear": GRU_ACT_LINEAR,
+    "softsign": GRU_ACT_SOFTSIGN,
+}
+cdef enum:
+    ROWWISE_SOFTMAX = -2
+    ROWWISE_LOG_SOFTMAX = -3
+
+
+def has_openmp():
+    return bool(gru_has_openmp())
+
+
+def kernel_name():
+    return gru_kernel_name().decode()
+
+
+def isa_current():
+    return kernel_name()
+
+
+def isa_list():
+    """(name, this CPU runs it) of every kernel set in this build."""
+    return [("generic", True)] + ([(kernel_name(), True)] if kernel_name() != "generic" else [])
+
+
+def set_projection_path(str path):
+    """How input projections are computed: "auto", "blas" or "packed" (tests)."""
+    gru_set_projection_path({"auto": 0, "blas": 1, "packed": 2}[path])
+
+
+def activation_code(str name):
+    """The core's code for a table activation name (KeyError if it has none)."""
+    if name == "softmax":
+        return ROWWISE_SOFTMAX
+    if name == "log_softmax":
+        return ROWWISE_LOG_SOFTMAX
+    return _ACTIVATION_CODES[name]
+
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline void *data(cnp.ndarray a):
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline gru_dtype dtype_code(object dtype):
+    return GRU_FLOAT64 if dtype == np.float64 else GRU_FLOAT32
+
+
+cdef void softmax_rows(real *v, Py_ssize_t rows, Py_ssize_t cols, bint log_of) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef double top, total
+    for i in range(rows):
+        top = v[i * cols]
+        for j in range(1, cols):
+            if v[i * cols + j] > top:
+                top = v[i * cols + j]
+        total = 0
+        for j in range(cols):
+            total += exp(v[i * cols + j] - top)
+        for j in range(cols):
+            if log_of:
+                v[i * cols + j] = <real>(v[i * cols + j] - top - log(total))
+            else:
+                v[i * cols + j] = <real>(exp(v[i * cols + j] - top) / total)
+
+
+cdef void activate(bint f64, int code, void *values, Py_ssize_t rows,
+                   Py_ssize_t cols) noexcept nogil:
+    """The core's activation in place over (rows, cols) values."""
+    if code == ROWWISE_SOFTMAX or code == ROWWISE_LOG_SOFTMAX:
+        if f64:
+            softmax_rows(<double *>values, rows, cols, code == ROWWISE_LOG_SOFTMAX)
+        else:
+            softmax_rows(<float *>values, rows, cols, code == ROWWISE_LOG_SOFTMAX)
+    elif code != GRU_ACT_LINEAR:
+        gru_apply_activation(GRU_FLOAT64 if f64 else GRU_FLOAT32, <gru_activation>code, values,
+                             <int>(rows * cols))
+
+
+def apply_activation(str name, values):
+    """The core's own activation of a float32/float64 array (a copy): for tests."""
+    cdef cnp.ndarray out = np.array(values, order="C", copy=True)
+    if out.dtype not in (np.float32, np.float64):
+        raise TypeError(f"values must be float32 or float64, got {out.dtype}")
+    cols = out.shape[out.ndim - 1] if out.ndim else 1
+    activate(out.dtype == np.float64, activation_code(name), data(out),
+             out.size // max(cols, 1), cols)
+    return out
+
+
+# -- packed weights ------------------------------------------------------------------
+
+
+def pack_panels(matrix, int hidden_size):
+    """(3H, K) gate blocks -> (3, P, K, PANEL): the packed kernel's layout.
+    Each panel holds PANEL consecutive output rows of one gate transposed, so
+    the kernel reads weights in one sequential stream; the last panel is zero
+    padded."""
+    k = matrix.shape[1]
+    panels = (hidden_size + GRU_PANEL - 1) // GRU_PANEL
+    padded = np.zeros((3, panels * GRU_PANEL, k), matrix.dtype)
+    padded[:, :hidden_size] = matrix.reshape(3, hidden_size, k)
+    return np.ascontiguousarray(padded.reshape(3, panels, GRU_PANEL, k).transpose(0, 1, 3, 2))
+
+
+cdef class PackedGRU:
+    """One GRU layer (one or two directions) packed for the core's kernels.
+    directions: [(W (3H, I), R (3H, H), B (6H,) or None, reverse)], arrays in
+    the compute dtype."""
+
+    cdef gru_layer layer
+    cdef readonly object dtype
+    cdef readonly int input_size, hidden_size, num_directions
+    cdef tuple _keep_alive
+
+    def __init__(self, object dtype, list directions, bint linear_before_reset, str gate_act,
+                 str cand_act):
+        cdef int d
+        cdef cnp.ndarray W, R, W_packed, R_packed, bias_x, bias_hn
+        self.dtype = np.dtype(dtype)
+        H = directions[0][1].shape[1]
+        I = directions[0][0].shape[1]
+        self.input_size, self.hidden_size, self.num_directions = I, H, len(directions)
+        self.layer.dtype = dtype_code(self.dtype)
+        self.layer.input_size = I
+        self.layer.hidden_size = H
+        self.layer.num_directions = len(directions)
+        self.layer.linear_before_reset = linear_before_reset
+        self.layer.gate_act = <gru_activation>_ACTIVATION_CODES[gate_act]
+        self.layer.cand_act = <gru_activation>_ACTIVATION_CODES[cand_act]
+        keep = []
+        for d, (W_in, R_in, B_in, reverse) in enumerate(directions):
+            W = np.ascontiguousarray(W_in, self.dtype)
+            R = np.ascontiguousarray(R_in, self.dtype)
+            if W.shape[0] != 3 * H or W.shape[1] != I or R.shape[0] != 3 * H or R.shape[1] != H:
+                raise ValueError("internal: direction weights of different shapes")
+            if B_in is None:
+                bias_x, bias_hn = np.zeros(3 * H, self.dtype), np.zeros(H, self.dtype)
+            else:
+                B = np.asarray(B_in, self.dtype)
+                bias_x = np.array(B[:3 * H])
+                if linear_before_reset:  # b_hn sits inside r * (...): kept apart
+                    bias_x[:2 * H] += B[3 * H:5 * H]
+                    bias_hn = np.array(B[5 * H:])
+                else:
+                    bias_x += B[3 * H:]
+                    bias_hn = np.zeros(H, self.dtype)
+            W_packed, R_packed = pack_panels(W, H), pack_panels(R, H)
+            self.layer.dir[d].W = data(W)
+            self.layer.dir[d].R = data(R)
+            self.layer.dir[d].W_packed = data(W_packed)
+            self.layer.dir[d].R_packed = data(R_packed)
+            self.layer.dir[d].bias_x = data(bias_x)
+            self.layer.dir[d].bias_hn = data(bias_hn)
+            self.layer.dir[d].reverse = bool(reverse)
+            keep += [W, R, W_packed, R_packed, bias_x, bias_hn]
+        self._keep_alive = tuple(keep)
+
+    def workspace_bytes(self, int batch, int steps, int num_threads):
+        return gru_workspace_bytes(&self.layer, batch, steps, num_threads)
+
+    def call(self, cnp.ndarray x, object h0, object lengths, object mask, cnp.ndarray y,
+             cnp.ndarray h_n, cnp.ndarray workspace, int num_threads):
+        """Run on arrays the caller checked: x (B, T, I), y (B, T, D*H), h_n
+        (D, B, H), h0 like h_n or None, lengths int64 (B,) or None, mask uint8
+        (B, T) or None, all C-contiguous in the layer's dtype."""
+        cdef gru_io io
+        cdef int D = self.num_directions, H = self.hidden_size
+        B, T = x.shape[0], x.shape[1]
+        if (x.dtype != self.dtype or y.dtype != self.dtype or h_n.dtype != self.dtype
+                or (<object>x).shape != (B, T, self.input_size)
+                or (<object>y).shape != (B, T, D * H) or (<object>h_n).shape != (D, B, H)
+                or not (cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_IS_C_CONTIGUOUS(y)
+                        and cnp.PyArray_IS_C_CONTIGUOUS(h_n))
+                or workspace.nbytes < self.workspace_bytes(B, T, num_threads)):
+            raise ValueError("internal: GRU buffers of the wrong shape, dtype or layout")
+        io.batch, io.steps = B, T
+        io.x, io.y, io.h_n = data(x), data(y), data(h_n)
+        io.h0 = NULL if h0 is None else data(h0)
+        io.lengths = NULL if lengths is None else <const int64_t *>data(lengths)
+        io.mask = NULL if mask is None else <const uint8_t *>data(mask)
+        self.forward(&io, data(workspace), num_threads)
+
+    cdef int forward(self, gru_io *io, void *workspace, int num_threads) except -1:
+        cdef int status
+        with nogil:
+            status = gru_forward(&self.layer, io, workspace, num_threads)
+        if status == -1:
+            raise MemoryError("gru_infer: out of memory for a GRU layer's workspace")
+        if status != 0:
+            raise RuntimeError(f"gru_infer core failed with status {status}")
+        return 0
+
+
+cdef class PackedDense:
+    """y = act(x @ kernel + bias) over rows: kernel (in, out) in the compute
+    dtype; act a core activation code (or a row-wise one)."""
+
+    cdef readonly object dtype
+    cdef readonly int in_features, out_features
+    cdef bint f64
+    cdef void *kernel
+    cdef void *bias
+    cdef int act
+    cdef tuple _keep_alive
+
+    def __init__(self, object dtype, kernel, bias, int act):
+        self.dtype = np.dtype(dtype)
+        self.f64 = self.dtype == np.float64
+        k = np.ascontiguousarray(kernel, self.dtype)
+        b = None if bias is None else np.ascontiguousarray(bias, self.dtype)
+        self.in_features, self.out_features = k.shape[0], k.shape[1]
+        self.kernel = data(k)
+        self.bias = NULL if b is None else data(b)
+        self.act = act
+        self._keep_alive = (k, b)
+
+    cdef void forward(self, const void *x, void *y, Py_ssize_t rows) noexcept nogil:
+        if self.f64:
+            dense_rows(<const double *>x, <const double *>self.kernel, <const double *>self.bias,
+                       <double *>y, rows, self.in_features, self.out_features)
+        else:
+            dense_rows(<const float *>x, <const float *>self.kernel, <const float *>self.bias,
+                       <float *>y, rows, self.in_features, self.out_features)
+        activate(self.f64, self.act, y, rows, self.out_features)
+
+
+cdef void gemm_rows(const real *x, const real *kernel, real *y, int rows, int n_in,
+                    int n_out) noexcept nogil:
+    """y += x @ kernel through SciPy's BLAS (row-major as column-major transposed)."""
+    cdef char no = b'N'
+    cdef real one = 1
+    if real is float:
+        sgemm(&no, &no, &n_out, &rows, &n_in, &one, <float *>kernel, &n_out, <float *>x, &n_in,
+              &one, y, &n_out)
+    else:
+        dgemm(&no, &no, &n_out, &rows, &n_in, &one, <double *>kernel, &n_out, <double *>x, &n_in,
+              &one, y, &n_out)
+
+
+cdef void dense_rows(const real *x, const real *kernel, const real *bias, real *y,
+                     Py_ssize_t rows, Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    """y = x @ kernel + bias, kernel (n_in, n_out) row-major.  Small products
+    in a loop whose inner loop runs along a kernel row (it vectorises), large
+    ones through BLAS."""
+    cdef Py_ssize_t b, i, j
+    cdef real xv
+    for b in range(rows):
+        for j in range(n_out):
+            y[b * n_out + j] = bias[j] if bias != NULL else 0
+    if rows >= 8 and n_in * n_out >= 4096 and rows * n_in < 2147483647:
+        gemm_rows(x, kernel, y, <int>rows, <int>n_in, <int>n_out)
+        return
+    for b in range(rows):
+        for i in range(n_in):
+            xv = x[b * n_in + i]
+            for j in range(n_out):
+                y[b * n_out + j] += xv * kernel[i * n_out + j]
+
+
+# -- ops: one kind of work each, over fixed buffers ------------------------------------
+
+
+cdef class Op:
+    """A unit of a program: run() does its work on the buffers it was made with."""
+
+    cdef int run(self) except -1:
+        return 0
+
+
+cdef class GRUOp(Op):
+    """A GRU layer: x (B, T, I) -> y (B, T, D*H), h_n (D, B, H).  h0 is read
+    when use_h0 is set (a stream's state, or a caller's initial state; h_n
+    may be the same buffer), lengths when use_lengths is set."""
+
+    cdef PackedGRU packed
+    cdef gru_io io
+    cdef const void *h0
+    cdef const int64_t *lengths
+    cdef void *workspace
+    cdef int num_threads
+    cdef public bint use_h0, use_lengths
+    cdef tuple _keep_alive
+
+    def __init__(self, PackedGRU packed, cnp.ndarray x, cnp.ndarray y, cnp.ndarray h_n,
+                 cnp.ndarray h0, cnp.ndarray workspace, int num_threads, object mask,
+                 cnp.ndarray lengths, bint use_h0):
+        self.packed = packed
+        self.io.batch = x.shape[0]
+        self.io.steps = x.shape[1]
+        self.io.x = data(x)
+        self.io.y = data(y)
+        self.io.h_n = data(h_n)
+        self.io.mask = NULL if mask is None else <const uint8_t *>data(mask)
+        self.h0 = data(h0)
+        self.lengths = <const int64_t *>data(lengths)
+        self.workspace = data(workspace)
+        self.num_threads = num_threads
+        self.use_h0 = use_h0
+        self.use_lengths = False
+        self._keep_alive = (x, y, h_n, h0, workspace, mask, lengths)
+
+    cdef int run(self) except -1:
+        self.io.h0 = self.h0 if self.use_h0 else NULL
+        self.io.lengths = self.lengths if self.use_lengths else NULL
+        return self.packed.forward(&self.io, self.workspace, self.num_threads)
+
+
+cdef class LastStepOp(Op):
+    """The output of a GRU that returns no sequence: per direction, the output
+    of its last processing step (Keras: t = T-1 forwards, t = 0 backwards), or
+    with PyTorch lengths the state at each row's last valid step (h_n)."""
+
+    cdef GRUOp gru
+    cdef char *y
+    cdef char *h_n
+    cdef char *out
+    cdef Py_ssize_t B, T, H, D, item
+    cdef bint backward[2]
+    cdef tuple _keep_alive
+
+    def __init__(self, GRUOp gru, cnp.ndarray y, cnp.ndarray h_n, cnp.ndarray out,
+                 tuple backward):
+        self.gru = gru
+        self.y, self.h_n, self.out = <char *>data(y), <char *>data(h_n), <char *>data(out)
+        self.B, self.T = y.shape[0], y.shape[1]
+        self.D, self.H = h_n.shape[0], h_n.shape[2]
+        self.item = y.itemsize
+        self.backward[0] = backward[0]
+        self.backward[1] = backward[1] if len(backward) > 1 else False
+        self._keep_alive = (y, h_n, out)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t b, d, t, H = self.H, DH = self.D * self.H, row = self.H * self.item
+        for b in range(self.B):
+            for d in range(self.D):
+                if self.gru.use_lengths or self.T == 0:
+                    memcpy(self.out + (b * DH + d * H) * self.item,
+                           self.h_n + ((d * self.B + b) * H) * self.item, row)
+                else:
+                    t = 0 if self.backward[d] else self.T - 1
+                    memcpy(self.out + (b * DH + d * H) * self.item,
+                           self.y + ((b * self.T + t) * DH + d * H) * self.item, row)
+        return 0
+
+
+cdef class CopyOp(Op):
+    """dst = src (same number of bytes)."""
+
+    cdef void *src
+    cdef void *dst
+    cdef size_t nbytes
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray src, cnp.ndarray dst):
+        if src.nbytes != dst.nbytes:
+            raise ValueError("internal: copy between buffers of different sizes")
+        self.src, self.dst, self.nbytes = data(src), data(dst), src.nbytes
+        self._keep_alive = (src, dst)
+
+    cdef int run(self) except -1:
+        memcpy(self.dst, self.src, self.nbytes)
+        return 0
+
+
+cdef class HalvesOp(Op):
+    """The two directions of a Bidirectional, (rows, 2H) -> merged (rows, H)
+    by sum, mul or ave, or split into two (rows, H) buffers (merge_mode None)."""
+
+    cdef char *src
+    cdef char *out0
+    cdef char *out1
+    cdef Py_ssize_t rows, H
+    cdef bint f64
+    cdef int mode  # 0 sum, 1 mul, 2 ave, 3 split
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray src, str mode, cnp.ndarray out0, object out1=None):
+        self.src, self.out0 = <char *>data(src), <char *>data(out0)
+        self.out1 = NULL if out1 is None else <char *>data(out1)
+        self.H = out0.shape[out0.ndim - 1]
+        self.rows = out0.size // self.H
+        self.f64 = src.dtype == np.float64
+        self.mode = {"sum": 0, "mul": 1, "ave": 2, None: 3}[mode]
+        self._keep_alive = (src, out0, out1)
+
+    cdef int run(self) except -1:
+        if self.f64:
+            halves(<double *>self.src, <double *>self.out0, <double *>self.out1, self.rows,
+                   self.H, self.mode)
+        else:
+            halves(<float *>self.src, <float *>self.out0, <float *>self.out1, self.rows,
+                   self.H, self.mode)
+        return 0
+
+
+cdef void halves(const real *src, real *out0, real *out1, Py_ssize_t rows, Py_ssize_t H,
+                 int mode) noexcept nogil:
+    cdef Py_ssize_t r, j
+    cdef const real *a
+    cdef const real *b
+    for r in range(rows):
+        a, b = src + r * 2 * H, src + r * 2 * H + H
+        for j in range(H):
+            if mode == 0:
+                out0[r * H + j] = a[j] + b[j]
+            elif mode == 1:
+                out0[r * H + j] = a[j] * b[j]
+            elif mode == 2:
+                out0[r * H + j] = (a[j] + b[j]) / 2
+            else:
+                out0[r * H + j] = a[j]
+                out1[r * H + j] = b[j]
+
+
+cdef class ZeroMaskedOp(Op):
+    """y[b, t, :] = 0 where mask[b, t] is 0 (in place)."""
+
+    cdef char *y
+    cdef const uint8_t *mask
+    cdef Py_ssize_t steps, row
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray y, cnp.ndarray mask):
+        self.y, self.mask = <char *>data(y), <const uint8_t *>data(mask)
+        self.steps = mask.size
+        self.row = y.nbytes // max(mask.size, 1)
+        self._keep_alive = (y, mask)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t i
+        for i in range(self.steps):
+            if not self.mask[i]:
+                memset(self.y + i * self.row, 0, self.row)
+        return 0
+
+
+cdef class ReverseTimeOp(Op):
+    """out[b, t] = src[b, T-1-t] (Keras go_backwards returns its sequence in
+    processing order)."""
+
+    cdef char *src
+    cdef char *out
+    cdef Py_ssize_t B, T, row
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray src, cnp.ndarray out):
+        self.src, self.out = <char *>data(src), <char *>data(out)
+        self.B, self.T = src.shape[0], src.shape[1]
+        self.row = src.nbytes // max(self.B * self.T, 1)
+        self._keep_alive = (src, out)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t b, t
+        for b in range(self.B):
+            for t in range(self.T):
+                memcpy(self.out + (b * self.T + t) * self.row,
+                       self.src + (b * self.T + self.T - 1 - t) * self.row, self.row)
+        return 0
+
+
+cdef class DenseOp(Op):
+    """y = act(x @ kernel + bias) over every row of x."""
+
+    cdef PackedDense dense
+    cdef const void *x
+    cdef void *y
+    cdef Py_ssize_t rows
+    cdef tuple _keep_alive
+
+    def __init__(self, PackedDense dense, cnp.ndarray x, cnp.ndarray y):
+        self.dense = dense
+        self.x, self.y = data(x), data(y)
+        self.rows = x.size // dense.in_features
+        self._keep_alive = (x, y)
+
+    cdef int run(self) except -1:
+        with nogil:
+            self.dense.forward(self.x, self.y, self.rows)
+        return 0
+
+
+cdef class ActivationOp(Op):
+    """dst = act(src) with the core's activation (src may be dst)."""
+
+    cdef void *src
+    cdef void *dst
+    cdef Py_ssize_t rows, cols
+    cdef size_t nbytes
+    cdef int code
+    cdef bint f64
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray src, cnp.ndarray dst, int code):
+        self.src, self.dst, self.nbytes = data(src), data(dst), dst.nbytes
+        self.cols = dst.shape[dst.ndim - 1] if dst.ndim else 1
+        self.rows = dst.size // max(self.cols, 1)
+        self.code, self.f64 = code, dst.dtype == np.float64
+        self._keep_alive = (src, dst)
+
+    cdef int run(self) except -1:
+        if self.src != self.dst:
+            memcpy(self.dst, self.src, self.nbytes)
+        activate(self.f64, self.code, self.dst, self.rows, self.cols)
+        return 0
+
+
+cdef class EmbeddingOp(Op):
+    """out[b, t] = table[ids[b, t]]; under mask_zero, mask[b, t] = ids != 0."""
+
+    cdef const int64_t *ids
+    cdef const char *table
+    cdef char *out
+    cdef uint8_t *mask
+    cdef Py_ssize_t count, vocab, row
+    cdef str name
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray ids, cnp.ndarray table, cnp.ndarray out, object mask,
+                 str name):
+        self.ids, self.table = <const int64_t *>data(ids), <const char *>data(table)
+        self.out = <char *>data(out)
+        self.mask = NULL if mask is None else <uint8_t *>data(mask)
+        self.count, self.vocab = ids.size, table.shape[0]
+        self.row = table.strides[0]
+        self.name = name
+        self._keep_alive = (ids, table, out, mask)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t i
+        cdef int64_t k
+        for i in range(self.count):
+            k = self.ids[i]
+            if k < 0 or k >= self.vocab:
+                raise InputError(f"Embedding {self.name!r}: token ids must lie in "
+                                 f"[0, {self.vocab - 1}], got {k}")
+            memcpy(self.out + i * self.row, self.table + k * self.row, self.row)
+            if self.mask != NULL:
+                self.mask[i] = k != 0
+        return 0
+
+
+cdef class MaskingOp(Op):
+    """Keras Masking: mask[b, t] = any(x[b, t] != value) (and the incoming
+    mask); out = x with masked steps zeroed."""
+
+    cdef char *x
+    cdef char *out
+    cdef uint8_t *mask
+    cdef const uint8_t *previous
+    cdef Py_ssize_t steps, features
+    cdef double value
+    cdef bint f64
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray x, cnp.ndarray out, cnp.ndarray mask, object previous,
+                 double value):
+        self.x, self.out, self.mask = <char *>data(x), <char *>data(out), <uint8_t *>data(mask)
+        self.previous = NULL if previous is None else <const uint8_t *>data(previous)
+        self.steps = mask.size
+        self.features = x.size // max(mask.size, 1)
+        self.value, self.f64 = value, x.dtype == np.float64
+        self._keep_alive = (x, out, mask, previous)
+
+    cdef int run(self) except -1:
+        if self.f64:
+            masking(<const double *>self.x, <double *>self.out, self.mask, self.previous,
+                    self.steps, self.features, self.value)
+        else:
+            masking(<const float *>self.x, <float *>self.out, self.mask, self.previous,
+                    self.steps, self.features, self.value)
+        return 0
+
+
+cdef void masking(const real *x, real *out, uint8_t *mask, const uint8_t *previous,
+                  Py_ssize_t steps, Py_ssize_t features, double value) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef bint keep
+    cdef real v = <real>value
+    for i in range(steps):
+        keep = False
+        for j in range(features):
+            if x[i * features + j] != v:
+                keep = True
+        if previous != NULL and not previous[i]:
+            keep = False
+        mask[i] = keep
+        for j in range(features):
+            out[i * features + j] = x[i * features + j] if keep else 0
+
+
+cdef class MergeOp(Op):
+    """out = inputs combined element-wise: add, subtract, multiply, average,
+    maximum or minimum (all of out's shape)."""
+
+    cdef void **inputs
+    cdef int count
+    cdef void *out
+    cdef Py_ssize_t n
+    cdef int op
+    cdef bint f64
+    cdef tuple _keep_alive
+
+    def __init__(self, list inputs, cnp.ndarray out, str op):
+        cdef int i
+        self.count = len(inputs)
+        self.inputs = <void **>PyMem_Malloc(self.count * sizeof(void *))
+        if self.inputs == NULL:
+            raise MemoryError()
+        for i in range(self.count):
+            self.inputs[i] = data(inputs[i])
+        self.out, self.n = data(out), out.size
+        self.op = ("add", "subtract", "multiply", "average", "maximum", "minimum").index(op)
+        self.f64 = out.dtype == np.float64
+        self._keep_alive = tuple(inputs) + (out,)
+
+    def __dealloc__(self):
+        PyMem_Free(self.inputs)
+
+    cdef int run(self) except -1:
+        if self.f64:
+            merge(<const double **>self.inputs, self.count, <double *>self.out, self.n, self.op)
+        else:
+            merge(<const float **>self.inputs, self.count, <float *>self.out, self.n, self.op)
+        return 0
+
+
+cdef void merge(const real **inputs, int count, real *out, Py_ssize_t n, int op) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef int i
+    cdef real v
+    for j in range(n):
+        v = inputs[0][j]
+        for i in range(1, count):
+            if op == 0 or op == 3:
+                v = v + inputs[i][j]
+            elif op == 1:
+                v = v - inputs[i][j]
+            elif op == 2:
+                v = v * inputs[i][j]
+            elif op == 4:
+                v = v if v >= inputs[i][j] else inputs[i][j]
+            else:
+                v = v if v <= inputs[i][j] else inputs[i][j]
+        out[j] = v / count if op == 3 else v
+
+
+cdef class ConcatOp(Op):
+    """out = inputs joined along one axis: each input is (outer, inner_i)
+    bytes-wise, out is (outer, sum inner_i).  Serves features, time, and masks."""
+
+    cdef char **inputs
+    cdef Py_ssize_t *inner
+    cdef int count
+    cdef char *out
+    cdef Py_ssize_t outer, total
+    cdef tuple _keep_alive
+
+    def __init__(self, list inputs, cnp.ndarray out, Py_ssize_t outer):
+        cdef int i
+        self.count = len(inputs)
+        self.inputs = <char **>PyMem_Malloc(self.count * sizeof(char *))
+        self.inner = <Py_ssize_t *>PyMem_Malloc(self.count * sizeof(Py_ssize_t))
+        if self.inputs == NULL or self.inner == NULL:
+            raise MemoryError()
+        self.total = 0
+        for i in range(self.count):
+            self.inputs[i] = <char *>data(inputs[i])
+            self.inner[i] = inputs[i].nbytes // max(outer, 1)
+            self.total += self.inner[i]
+        if self.total * outer != out.nbytes:
+            raise ValueError("internal: concatenation sizes do not add up")
+        self.out, self.outer = <char *>data(out), outer
+        self._keep_alive = tuple(inputs) + (out,)
+
+    def __dealloc__(self):
+        PyMem_Free(self.inputs)
+        PyMem_Free(self.inner)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t o, offset
+        cdef int i
+        for o in range(self.outer):
+            offset = o * self.total
+            for i in range(self.count):
+                memcpy(self.out + offset, self.inputs[i] + o * self.inner[i], self.inner[i])
+                offset += self.inner[i]
+        return 0
+
+
+cdef class MaskAndOp(Op):
+    """out = the logical and of several (B, T) masks (Keras merge layers)."""
+
+    cdef const uint8_t **masks
+    cdef int count
+    cdef uint8_t *out
+    cdef Py_ssize_t n
+    cdef tuple _keep_alive
+
+    def __init__(self, list masks, cnp.ndarray out):
+        cdef int i
+        self.count = len(masks)
+        self.masks = <const uint8_t **>PyMem_Malloc(self.count * sizeof(void *))
+        if self.masks == NULL:
+            raise MemoryError()
+        for i in range(self.count):
+            self.masks[i] = <const uint8_t *>data(masks[i])
+        self.out, self.n = <uint8_t *>data(out), out.size
+        self._keep_alive = tuple(masks) + (out,)
+
+    def __dealloc__(self):
+        PyMem_Free(self.masks)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t j
+        cdef int i
+        cdef uint8_t v
+        for j in range(self.n):
+            v = 1
+            for i in range(self.count):
+                v = v and self.masks[i][j]
+            self.out[j] = v
+        return 0
+
+
+cdef class PyOp(Op):
+    """Work done by a Python callable (NumPy with out=): layers without a
+    compiled op of their own."""
+
+    cdef object function
+
+    def __init__(self, function):
+        self.function = function
+
+    cdef int run(self) except -1:
+        self.function()
+        return 0
+
+
+# -- programs ----------------------------------------------------------------------------
+
+
+cdef class Program:
+    """A model compiled for one call shape: its ops in order, over buffers
+    made once.  inputs / outputs: the buffers callers fill and read."""
+
+    cdef list ops
+    cdef readonly list inputs
+    cdef readonly list outputs
+    cdef readonly list gru_ops
+    cdef readonly tuple step_shape
+    cdef cnp.ndarray step_input
+    cdef cnp.ndarray step_output
+    cdef size_t step_bytes
+    cdef object step_dtype
+    cdef object step_convert
+    cdef object lock
+
+    def __init__(self, list ops, list inputs, list outputs, list gru_ops):
+        for op in ops:
+            if not isinstance(op, Op):
+                raise TypeError(f"internal: {op!r} is not an Op")
+        self.ops, self.inputs, self.outputs, self.gru_ops = ops, inputs, outputs, gru_ops
+        self.step_shape = ()
+
+    cpdef run(self):
+        """Run every op on what the buffers hold now."""
+        cdef Op op
+        for op in self.ops:
+            op.run()
+
+    def set_flags(self, bint use_lengths, object use_h0=None):
+        """Per call: whether GRU ops read the lengths buffer, and their h0
+        buffers (use_h0: one flag per GRU op, or None to leave them)."""
+        cdef GRUOp op
+        for i, op in enumerate(self.gru_ops):
+            op.use_lengths = use_lengths
+            if use_h0 is not None:
+                op.use_h0 = use_h0[i]
+
+    def bind_step(self, object lock, tuple step_shape, object convert, cnp.ndarray output):
+        """Make step() a stream's step: one input of step_shape (the time axis
+        dropped), one output (output: the step's view of it, C-contiguous).
+        convert(x) turns any other input into an array of step_shape and the
+        buffer's dtype, or raises saying what is wrong."""
+        if not cnp.PyArray_IS_C_CONTIGUOUS(output):
+            raise ValueError("internal: a step's output must be C-contiguous")
+        self.lock = lock
+        self.step_convert = convert
+        self.step_shape = step_shape
+        self.step_input = self.inputs[0]
+        self.step_output = output
+        self.step_bytes = self.step_input.nbytes
+        self.step_dtype = self.step_input.dtype
+
+    def step(self, x, out=None):
+        """One streamed step: x (batch, features) or (batch,) ids -> the output
+        for that step, written into out when given (shape and dtype checked)."""
+        cdef cnp.ndarray arr
+        if not (type(x) is np.ndarray and (<cnp.ndarray>x).dtype is self.step_dtype
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                and (<object>x).shape == self.step_shape):
+            x = self.step_convert(x)
+        arr = <cnp.ndarray>x
+        self.lock.acquire()
+        try:
+            memcpy(data(self.step_input), data(arr), self.step_bytes)
+            self.run()
+            return self._step_result(out)
+        finally:
+            self.lock.release()
+
+    cdef object _step_result(self, object out):
+        cdef cnp.ndarray o
+        if out is None:
+            return self.step_output.copy()
+        if type(out) is np.ndarray and (<cnp.ndarray>out).dtype is self.step_output.dtype \
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out) \
+                and (<object>out).shape == (<object>self.step_output).shape:
+            o = <cnp.ndarray>out
+            memcpy(data(o), data(self.step_output), self.step_output.nbytes)
+            return out
+        raise InputError(f"out must be a C-contiguous {self.step_output.dtype} array of shape "
+                         f"{(<object>self.step_output).shape}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} "
+                         f"{getattr(out, 'shape', '')}")

@@ -1,0 +1,8 @@
+"""The model description: plain data, NumPy only.  Converters produce it, the
+weight file stores it, the runtime compiles it."""
+
+from .graph import INPUT, Input, ModelSpec, Node, sequential
+from .layers import LAYER_KINDS, GRUCell, Layer, Recurrent
+
+__all__ = ["INPUT", "Input", "ModelSpec", "Node", "sequential", "LAYER_KINDS", "GRUCell", "Layer",
+           "Recurrent"]

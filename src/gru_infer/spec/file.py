@@ -1,0 +1,237 @@
+"""The weight file: one safetensors file holds a whole ModelSpec.
+
+safetensors is the field's safe, memory-mappable tensor container (an 8-byte
+header length, a JSON header naming each tensor's dtype, shape and byte range,
+then raw data; nothing in it can run code), read and written through the
+`safetensors` package.  The model's description is JSON in the header's
+__metadata__ ("config"); each layer's tensors are stored as
+"<layer name>/<tensor name>".  The package checks the container; this module
+checks what it does not: that the config is a well-formed model and that the
+tensors are exactly those the config needs, in the shapes it needs - before
+reading any tensor data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from ..errors import FormatError
+from . import activations
+from .graph import INPUT, Input, ModelSpec, Node
+from .layers import LAYER_KINDS
+
+FORMAT_NAME = "gru_infer"
+FORMAT_VERSION = 2
+MAX_LAYERS = 10_000
+MAX_CONFIG_BYTES = 64 << 20
+MAX_JSON_DEPTH = 64
+
+
+def save(spec: ModelSpec, path) -> None:
+    """Write spec to path atomically (a temporary file, then a rename)."""
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for node in spec.nodes:
+        for key, value in node.layer.tensors().items():
+            tensors[f"{node.layer.name}/{key}"] = np.ascontiguousarray(value)
+    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+                "config": json.dumps(describe(spec))}
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gru_infer-", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def describe(spec: ModelSpec) -> dict:
+    """The JSON-able description of spec (its tensors apart)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in spec.inputs],
+        "layers": [{"name": n.layer.name, "kind": n.layer.kind,
+                    "inputs": [list(i) for i in n.inputs],
+                    "mask_input": list(n.mask_input) if n.mask_input else None,
+                    "config": n.layer.config()} for n in spec.nodes],
+        "outputs": [list(o) for o in spec.outputs],
+        "time_major": spec.time_major,
+        "precision": spec.precision,
+        "source": spec.source,
+    }
+
+
+def read_metadata(path) -> dict:
+    """The header metadata of a safetensors file (no tensor data read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="np") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as error:
+        raise FormatError(f"not a valid safetensors file ({error})") from error
+
+
+def load(path) -> ModelSpec:
+    """The ModelSpec in a gru_infer weight file; FormatError naming the file and
+    what is wrong."""
+    path = os.fspath(path)
+    try:
+        return _load(path)
+    except FormatError as error:
+        raise FormatError(f"{path}: {error}") from error.__cause__
+
+
+def _load(path) -> ModelSpec:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="np") as f:
+            metadata = dict(f.metadata() or {})
+            config = _config_of(metadata)
+            required, optional = _tensor_names(config)
+            present = set(f.keys())
+            missing, extra = sorted(required - present), sorted(present - required - optional)
+            if missing or extra:
+                raise FormatError(
+                    "the tensors do not match the model config"
+                    + (f"; missing: {missing[:8]}" if missing else "")
+                    + (f"; not in the config: {extra[:8]}" if extra else ""))
+            tensors = {name: f.get_tensor(name) for name in sorted(present)}
+    except SafetensorError as error:
+        raise FormatError(f"not a valid safetensors file ({error})") from error
+    return from_description(config, tensors)
+
+
+def _config_of(metadata: dict) -> dict:
+    if metadata.get("format") != FORMAT_NAME or "config" not in metadata:
+        raise FormatError("a safetensors file, but not a gru_infer model (no gru_infer "
+                            "config in its metadata)")
+    text = metadata["config"]
+    if len(text) > MAX_CONFIG_BYTES:
+        raise FormatError(f"the model config is {len(text)} bytes, over the limit of "
+                            f"{MAX_CONFIG_BYTES}")
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise FormatError(f"the model config is not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise FormatError("the model config must be a JSON object")
+    if _depth(config) > MAX_JSON_DEPTH:
+        raise FormatError(f"the model config nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        version = int(config.get("format_version", metadata.get("format_version")))
+    except (TypeError, ValueError):
+        raise FormatError("the model config has no valid format_version") from None
+    if version > FORMAT_VERSION:
+        raise FormatError(f"written in gru_infer format version {version}; this gru_infer "
+                            f"reads up to version {FORMAT_VERSION}: upgrade gru_infer")
+    layers = config.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(e, dict) for e in layers):
+        raise FormatError("the model config's layers must be a list of objects")
+    if len(layers) > MAX_LAYERS:
+        raise FormatError(f"the model config has {len(layers)} layers, over the limit of "
+                            f"{MAX_LAYERS}")
+    names = [e.get("name") for e in layers]
+    if not all(isinstance(n, str) and n for n in names):
+        raise FormatError("every layer in the model config needs a name")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise FormatError(f"layer names are used twice: {twice[:8]}")
+    if version == 1:
+        config = _upgrade_v1(config)
+    return config
+
+
+def _depth(value, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """Nesting depth of a JSON value (stops counting past limit)."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for item in level if isinstance(item, (dict, list))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
+def _tensor_names(config: dict) -> tuple:
+    """(required, optional) tensor names of the config's layers, from each
+    kind's declared fields."""
+    required, optional = set(), set()
+    for entry in config["layers"]:
+        kind, layer_config = entry.get("kind"), entry.get("config")
+        if kind not in LAYER_KINDS:
+            raise FormatError(f"layer {entry['name']!r} has unknown kind {kind!r}")
+        if not isinstance(layer_config, dict):
+            raise FormatError(f"layer {entry['name']!r}: its config must be an object")
+        try:
+            need, may = LAYER_KINDS[kind].tensor_names(layer_config)
+        except (TypeError, ValueError, KeyError) as error:
+            raise FormatError(f"layer {entry['name']!r}: malformed config ({error})") from None
+        required.update(f"{entry['name']}/{key}" for key in need)
+        optional.update(f"{entry['name']}/{key}" for key in may)
+    return required, optional
+
+
+def _upgrade_v1(config: dict) -> dict:
+    """Format version 1 (one input, hard_sigmoid beside the activation name,
+    sizes repeated in configs) in version 2's terms."""
+    config = dict(config)
+    single = config.pop("input", None)
+    if isinstance(single, dict):
+        config["inputs"] = [single]
+    layers = []
+    for entry in config["layers"]:
+        entry = dict(entry)
+        layer_config = dict(entry.get("config") or {})
+        hard_sigmoid = layer_config.pop("hard_sigmoid", "keras3")
+        if "activation" in layer_config and isinstance(layer_config["activation"], str):
+            layer_config["activation"] = activations.resolve(layer_config["activation"],
+                                                             hard_sigmoid)
+        if entry.get("kind") == "dense":
+            layer_config.pop("units", None)
+            layer_config.pop("use_bias", None)
+        if entry.get("kind") == "embedding":
+            layer_config.pop("input_dim", None)
+            layer_config.pop("output_dim", None)
+        entry["config"] = layer_config
+        layers.append(entry)
+    config["layers"] = layers
+    return config
+
+
+def from_description(config: dict, tensors: dict) -> ModelSpec:
+    """A ModelSpec from describe()'s JSON and the tensors by stored name."""
+    try:
+        inputs = tuple(Input(name=str(i.get("name", INPUT)), shape=tuple(i["shape"]),
+                             dtype=str(i["dtype"])) for i in config["inputs"])
+        nodes = []
+        for entry in config["layers"]:
+            name, kind = entry["name"], entry["kind"]
+            prefix = f"{name}/"
+            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                layer = LAYER_KINDS[kind].from_config(name, entry["config"], own)
+            except (ValueError, TypeError, KeyError) as error:
+                raise FormatError(f"layer {name!r} ({kind}) does not fit its config and "
+                                    f"tensors: {error}") from None
+            mask_input = entry.get("mask_input")
+            nodes.append(Node(layer, tuple(tuple(i) for i in entry["inputs"]),
+                              tuple(mask_input) if mask_input else None))
+        return ModelSpec(inputs, tuple(nodes), tuple(tuple(o) for o in config["outputs"]),
+                         time_major=bool(config.get("time_major", False)),
+                         source=dict(config.get("source") or {}),
+                         precision=str(config.get("precision", "native")))
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise FormatError(f"the model config is malformed: {type(error).__name__}: "
+                            f"{error}") from None
