@@ -17,16 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
-from opgraph_numpy import evaluate
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from opgraph_numpy import evaluate  # noqa: E402
 
-from gru_infer.converters._opgraph import GraphConversionError, GraphFormatError
-from gru_infer.converters.onnx import SUPPORTED_OPS, gru_node, read_onnx
+from gru_infer.converters.onnx import SUPPORTED_OPS, gru_node, read_onnx  # noqa: E402
+from gru_infer.errors import ConversionError, FormatError, GruInferError  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
 NAMES = sorted(MANIFEST)
-PROJECT_ERRORS = (GraphFormatError, GraphConversionError)
+PROJECT_ERRORS = GruInferError
 CONFORMANCE = [root / "realworld/files/onnx+onnx/onnx/backend/test/data/node" / case / "model.onnx"
                for root in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
                for case in ("test_gru_defaults", "test_gru_seq_length")]
@@ -55,7 +55,7 @@ def test_fixture_reads_or_is_refused_saying_why(name):
     entry = MANIFEST[name]
     path = FIXTURES / entry["onnx"]
     if not entry["emits_gru_op"]:
-        with pytest.raises(GraphConversionError, match="Loop"):
+        with pytest.raises(ConversionError, match="Loop"):
             read_onnx(path)
         return
     graph = read_onnx(path)
@@ -152,7 +152,7 @@ def test_lengths_feed_sequence_lens():
 def test_conformance_models_with_weights_as_inputs_are_refused(path):
     if path is None:
         pytest.skip("shared/realworld ONNX conformance files not present")
-    with pytest.raises(GraphConversionError, match="graph input"):
+    with pytest.raises(ConversionError, match="graph input"):
         read_onnx(path)
 
 
@@ -253,23 +253,23 @@ def test_activation_parameters_are_consumed_in_order(tmp_path):
     ({"clip": 3.0}, "clip"),
 ])
 def test_unsupported_gru_attributes_are_refused_by_name(tmp_path, attributes, message):
-    with pytest.raises(GraphConversionError, match=message):
+    with pytest.raises(ConversionError, match=message):
         read_onnx(gru_model(tmp_path, **attributes))
 
 
 def test_directions_with_different_activations_are_refused(tmp_path):
-    with pytest.raises(GraphConversionError, match="different activations"):
+    with pytest.raises(ConversionError, match="different activations"):
         read_onnx(gru_model(tmp_path, direction="bidirectional",
                             activations=["Sigmoid", "Tanh", "Sigmoid", "Relu"]))
 
 
 def test_wrong_number_of_activations(tmp_path):
-    with pytest.raises(GraphFormatError, match="expected 4 names"):
+    with pytest.raises(FormatError, match="expected 4 names"):
         read_onnx(gru_model(tmp_path, direction="bidirectional", activations=["Sigmoid", "Tanh"]))
 
 
 def test_weights_as_graph_inputs_are_refused(tmp_path):
-    with pytest.raises(GraphConversionError, match="conformance"):
+    with pytest.raises(ConversionError, match="conformance"):
         read_onnx(gru_model(tmp_path, weights_as_inputs=True))
 
 
@@ -279,21 +279,21 @@ def test_hidden_size_must_agree_with_weights(tmp_path):
     (hidden,) = [a for a in model.graph.node[0].attribute if a.name == "hidden_size"]
     hidden.i = H + 1
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(GraphFormatError, match="disagree"):
+    with pytest.raises(FormatError, match="disagree"):
         read_onnx(path)
 
 
 @pytest.mark.parametrize("op_type", ["LSTM", "Loop", "Scan", "Einsum"])
 def test_other_ops_are_refused_by_name(tmp_path, op_type):
     node = helper.make_node(op_type, ["Y_h"], ["Z"], name="other")
-    with pytest.raises(GraphConversionError, match=op_type):
+    with pytest.raises(ConversionError, match=op_type):
         read_onnx(gru_model(tmp_path, extra_nodes=[node]))
 
 
 def test_other_domains_are_refused(tmp_path):
     node = helper.make_node("Attention", ["Y_h"], ["Z"], name="attn", domain="com.microsoft")
     path = gru_model(tmp_path, extra_nodes=[node])
-    with pytest.raises(GraphConversionError, match="com.microsoft::Attention"):
+    with pytest.raises(ConversionError, match="com.microsoft::Attention"):
         read_onnx(path)
 
 
@@ -306,7 +306,7 @@ def test_external_data_is_refused(tmp_path):
     entry = weights.external_data.add()
     entry.key, entry.value = "location", "weights.bin"
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(GraphConversionError, match="external data"):
+    with pytest.raises(ConversionError, match="external data"):
         read_onnx(path)
 
 
@@ -315,7 +315,7 @@ def test_tensor_claiming_more_bytes_than_stored(tmp_path):
     model = onnx.load(str(path))
     model.graph.initializer[1].dims[1] = 3 * H * 1000
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(GraphFormatError, match="bytes but"):
+    with pytest.raises(FormatError, match="bytes but"):
         read_onnx(path)
 
 
@@ -324,7 +324,7 @@ def test_memory_bomb_shape_is_refused(tmp_path):
     model = onnx.load(str(path))
     model.graph.initializer[2].dims[:] = [2**20, 2**20]
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(GraphFormatError, match="memory budget"):
+    with pytest.raises(FormatError, match="memory budget"):
         read_onnx(path)
 
 
@@ -340,7 +340,7 @@ def test_constant_nodes_are_folded(tmp_path):
 def test_not_onnx(tmp_path):
     path = tmp_path / "x.onnx"
     path.write_bytes(b"\xff\xff\xff\xff not protobuf")
-    with pytest.raises(GraphFormatError):
+    with pytest.raises(FormatError):
         read_onnx(path)
     with pytest.raises(FileNotFoundError):
         read_onnx(tmp_path / "absent.onnx")

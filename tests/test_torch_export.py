@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opgraph_numpy import evaluate
 
-from gru_infer.converters._opgraph import GraphConversionError, GraphFormatError, Ref
+from gru_infer.converters._opgraph import Ref
 from gru_infer.converters._pickle import CheckpointError, UnsafeCheckpointError
 from gru_infer.converters.torch_export import (
     SUPPORTED_OPS,
@@ -30,11 +30,12 @@ from gru_infer.converters.torch_export import (
     read_torch_export,
 )
 from gru_infer.converters.torch_file import load_state_dict
+from gru_infer.errors import ConversionError, FormatError, GruInferError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "torch_export"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
 NAMES = sorted(MANIFEST)
-PROJECT_ERRORS = (GraphFormatError, GraphConversionError, CheckpointError)
+PROJECT_ERRORS = GruInferError
 
 
 def npz(name: str) -> dict[str, np.ndarray]:
@@ -187,14 +188,14 @@ def payload_checkpoint(marker: Path) -> bytes:
 def test_bad_json_is_a_format_error(tmp_path):
     root, records = records_of("last_relu_fc")
     records[f"{root}models/model.json"] = b'{"graph_module": {"graph": '
-    with pytest.raises(GraphFormatError, match="not valid JSON"):
+    with pytest.raises(FormatError, match="not valid JSON"):
         read_torch_export(write_zip(tmp_path / "bad.pt2", records))
 
 
 def test_deeply_nested_json_is_a_format_error(tmp_path):
     root, records = records_of("last_relu_fc")
     records[f"{root}models/model.json"] = b"[" * 100_000 + b"]" * 100_000
-    with pytest.raises(GraphFormatError):
+    with pytest.raises(FormatError):
         read_torch_export(write_zip(tmp_path / "deep.pt2", records))
 
 
@@ -202,7 +203,7 @@ def test_wrongly_typed_json_is_a_format_error(tmp_path):
     root, records = records_of("last_relu_fc")
     edit_json(records, f"{root}models/model.json",
               lambda d: d["graph_module"]["graph"]["nodes"][2].update(inputs="x"))
-    with pytest.raises(GraphFormatError, match="should be list"):
+    with pytest.raises(FormatError, match="should be list"):
         read_torch_export(write_zip(tmp_path / "typed.pt2", records))
 
 
@@ -218,7 +219,7 @@ def test_unknown_op_is_refused_by_name(tmp_path, target):
 
     edit_json(records, f"{root}models/model.json", swap_relu)
     shown = target.removeprefix("torch.ops.")
-    with pytest.raises(GraphConversionError, match=shown.replace(".", r"\.")):
+    with pytest.raises(ConversionError, match=shown.replace(".", r"\.")):
         read_torch_export(write_zip(tmp_path / "op.pt2", records))
 
 
@@ -227,7 +228,7 @@ def test_tensor_claiming_more_bytes_than_stored(tmp_path):
     config = f"{root}data/weights/model_weights_config.json"
     edit_json(records, config, lambda d: d["config"]["fc.weight"]["tensor_meta"].update(
         sizes=[{"as_int": 3000}, {"as_int": 8}], strides=[{"as_int": 8}, {"as_int": 1}]))
-    with pytest.raises(GraphFormatError, match="holds only"):
+    with pytest.raises(FormatError, match="holds only"):
         read_torch_export(write_zip(tmp_path / "big.pt2", records))
 
 
@@ -236,7 +237,7 @@ def test_truncated_weight_record(tmp_path):
     config = json.loads(records[f"{root}data/weights/model_weights_config.json"])
     record = f"{root}data/weights/{config['config']['gru.weight_hh_l0']['path_name']}"
     records[record] = records[record][:-4]
-    with pytest.raises(GraphFormatError, match="holds only"):
+    with pytest.raises(FormatError, match="holds only"):
         read_torch_export(write_zip(tmp_path / "short.pt2", records))
 
 
@@ -245,7 +246,7 @@ def test_storage_offset_past_the_record(tmp_path):
     edit_json(records, f"{root}data/weights/model_weights_config.json",
               lambda d: d["config"]["fc.bias"]["tensor_meta"].update(
                   storage_offset={"as_int": 2**40}))
-    with pytest.raises(GraphFormatError):
+    with pytest.raises(FormatError):
         read_torch_export(write_zip(tmp_path / "offset.pt2", records))
 
 
@@ -263,7 +264,7 @@ def test_record_names_cannot_leave_the_folder(tmp_path, path_name):
     root, records = records_of("last_relu_fc")
     edit_json(records, f"{root}data/weights/model_weights_config.json",
               lambda d: d["config"]["fc.bias"].update(path_name=path_name))
-    with pytest.raises(GraphFormatError, match="bad record name"):
+    with pytest.raises(FormatError, match="bad record name"):
         read_torch_export(write_zip(tmp_path / "path.pt2", records))
 
 
@@ -306,14 +307,14 @@ def test_unknown_schema_major_is_refused(tmp_path):
     root, records = records_of("last_relu_fc")
     edit_json(records, f"{root}models/model.json",
               lambda d: d["schema_version"].update(major=99))
-    with pytest.raises(GraphConversionError, match="schema 99"):
+    with pytest.raises(ConversionError, match="schema 99"):
         read_torch_export(write_zip(tmp_path / "schema.pt2", records))
 
 
 def test_missing_weight_record(tmp_path):
     root, records = records_of("last_relu_fc")
     del records[f"{root}data/weights/weight_0"]
-    with pytest.raises(GraphFormatError, match="no .*weight_0"):
+    with pytest.raises(FormatError, match="no .*weight_0"):
         read_torch_export(write_zip(tmp_path / "missing.pt2", records))
 
 
@@ -326,17 +327,17 @@ def test_training_outputs_are_refused(tmp_path):
                                    "buffer_name": "bn.running_mean"}
 
     edit_json(records, f"{root}models/model.json", mutate)
-    with pytest.raises(GraphConversionError, match="eval mode"):
+    with pytest.raises(ConversionError, match="eval mode"):
         read_torch_export(write_zip(tmp_path / "train.pt2", records))
 
 
 def test_other_torch_files_are_told_apart(tmp_path):
-    with pytest.raises(GraphFormatError, match="torch.save checkpoint"):
+    with pytest.raises(FormatError, match="torch.save checkpoint"):
         read_torch_export(FIXTURES / "two_grus_sd.pt")
-    with pytest.raises(GraphFormatError, match="not a zip"):
+    with pytest.raises(FormatError, match="not a zip"):
         read_torch_export(FIXTURES / "README.md")
     torchscript = write_zip(tmp_path / "ts.pt", {"m/constants.pkl": b"", "m/code/m.py": b""})
-    with pytest.raises(GraphFormatError, match="TorchScript"):
+    with pytest.raises(FormatError, match="TorchScript"):
         read_torch_export(torchscript)
     with pytest.raises(FileNotFoundError):
         read_torch_export(tmp_path / "absent.pt2")
@@ -350,7 +351,7 @@ def test_several_programs_need_a_name(tmp_path):
     path = write_zip(tmp_path / "two.pt2", records)
     assert read_torch_export(path).metadata["model_name"] == "model"
     assert read_torch_export(path, model_name="other").metadata["model_name"] == "other"
-    with pytest.raises(GraphConversionError, match="no program named"):
+    with pytest.raises(ConversionError, match="no program named"):
         read_torch_export(path, model_name="nope")
 
 
@@ -459,5 +460,5 @@ def test_malformed_gru_params_are_refused(tmp_path):
                 params["arg"]["as_tensors"].pop()
 
     edit_json(records, f"{root}models/model.json", drop_param)
-    with pytest.raises(GraphFormatError, match="7 parameters for num_layers=2"):
+    with pytest.raises(FormatError, match="7 parameters for num_layers=2"):
         read_torch_export(write_zip(tmp_path / "params.pt2", records))

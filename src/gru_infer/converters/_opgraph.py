@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConversionError, FormatError
+
 __all__ = [
     "GraphConversionError",
     "GraphFormatError",
@@ -37,14 +39,10 @@ __all__ = [
 ]
 
 
-# Until gru_infer.errors lands on main these stand in for its FormatError and
-# ConversionError (both ValueErrors); they will become aliases of those.
-class GraphFormatError(ValueError):
-    """The file is not what it claims: damaged, truncated, hostile, over a limit."""
-
-
-class GraphConversionError(ValueError):
-    """A readable graph that gru_infer cannot take (an op it does not support, say)."""
+# The readers raise the project's errors; these names are kept for callers that
+# imported them before gru_infer.errors existed.
+GraphFormatError = FormatError
+GraphConversionError = ConversionError
 
 
 @dataclass(frozen=True)
@@ -117,14 +115,14 @@ class OpGraph:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> OpGraph:
-        """Raise GraphFormatError unless the graph is well formed; return self."""
+        """Raise FormatError unless the graph is well formed; return self."""
         defined: set[str] = set()
 
         def define(name: str, what: str) -> None:
             if not isinstance(name, str) or not name:
-                raise GraphFormatError(f"{what} has no name")
+                raise FormatError(f"{what} has no name")
             if name in defined:
-                raise GraphFormatError(f"value {name!r} is defined twice ({what})")
+                raise FormatError(f"value {name!r} is defined twice ({what})")
             defined.add(name)
 
         for info in self.inputs:
@@ -132,11 +130,11 @@ class OpGraph:
         for name, array in self.constants.items():
             define(name, "a constant")
             if not isinstance(array, np.ndarray):
-                raise GraphFormatError(f"constant {name!r} is not an array")
+                raise FormatError(f"constant {name!r} is not an array")
         for op in self.ops:
             for name in op.inputs:
                 if name and name not in defined:
-                    raise GraphFormatError(
+                    raise FormatError(
                         f"op {op.name!r} ({op.op}) reads {name!r}, which no earlier op, "
                         "input or constant defines (the graph is not in topological "
                         "order, or is damaged)")
@@ -145,7 +143,7 @@ class OpGraph:
                     define(name, f"an output of op {op.name!r} ({op.op})")
         for name in self.outputs:
             if name not in defined:
-                raise GraphFormatError(f"graph output {name!r} is never defined")
+                raise FormatError(f"graph output {name!r} is never defined")
         return self
 
     # -- navigation, for mappers and tests ---------------------------------------------

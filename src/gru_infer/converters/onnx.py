@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ._opgraph import GraphConversionError, GraphFormatError, Op, OpGraph, ValueInfo
+from ..errors import ConversionError, FormatError, GruInferError
+from ._opgraph import Op, OpGraph, ValueInfo
 
 __all__ = ["SUPPORTED_OPS", "OnnxGRU", "gru_node", "read_onnx"]
 
@@ -81,9 +82,9 @@ def _import_onnx() -> Any:
 def read_onnx(path: str | os.PathLike[str]) -> OpGraph:
     """Read an ONNX model into a checked ``OpGraph``.
 
-    Raises ``GraphFormatError`` for a damaged file (not protobuf, tensors
+    Raises ``FormatError`` for a damaged file (not protobuf, tensors
     whose bytes do not match their shapes, external data), and
-    ``GraphConversionError`` for a model gru_infer cannot take (unknown ops,
+    ``ConversionError`` for a model gru_infer cannot take (unknown ops,
     a Loop/Scan recurrence, GRU weights that are graph inputs, unsupported
     GRU activations or clip); both ``ValueError``s whose message starts with
     the path.  ``ImportError`` when the onnx package is missing;
@@ -98,14 +99,14 @@ def read_onnx(path: str | os.PathLike[str]) -> OpGraph:
         try:
             model.ParseFromString(data)
         except Exception as exc:  # noqa: BLE001 - google.protobuf DecodeError and friends
-            raise GraphFormatError(f"not an ONNX model (protobuf: {exc})") from None
+            raise FormatError(f"not an ONNX model (protobuf: {exc})") from None
         return _Reader(model, _BUDGET_FLOOR + _BUDGET_PER_FILE_BYTE * len(data)).read()
-    except (GraphFormatError, GraphConversionError) as exc:
+    except GruInferError as exc:
         raise type(exc)(f"{path}: {exc}") from exc
     except RecursionError as exc:
-        raise GraphFormatError(f"{path}: the model is nested too deeply") from exc
+        raise FormatError(f"{path}: the model is nested too deeply") from exc
     except Exception as exc:
-        raise GraphFormatError(
+        raise FormatError(
             f"{path}: could not read the model ({type(exc).__name__}: {exc})") from exc
 
 
@@ -118,27 +119,27 @@ def _element_type(code: int, what: str) -> str:
         return _ELEMENT_TYPES[code]
     name = _ELEMENT_NAMES.get(code)
     if name is None:
-        raise GraphFormatError(f"{what}: unknown element type {code}")
-    raise GraphConversionError(f"{what}: tensors of type {name} are not supported")
+        raise FormatError(f"{what}: unknown element type {code}")
+    raise ConversionError(f"{what}: tensors of type {name} are not supported")
 
 
 def _tensor(proto: Any, what: str, budget: list[int]) -> np.ndarray:
     """A TensorProto as a NumPy array, its stored size checked against its shape first."""
     if proto.data_location == 1 or len(proto.external_data):
-        raise GraphConversionError(
+        raise ConversionError(
             f"{what}: the tensor is stored as external data (a separate file); gru_infer "
             "reads self-contained models only: re-save it with onnx.save(model, path, "
             "save_as_external_data=False)")
     if proto.HasField("segment"):
-        raise GraphConversionError(f"{what}: segmented tensors are not supported")
+        raise ConversionError(f"{what}: segmented tensors are not supported")
     dims = tuple(int(d) for d in proto.dims)
     if len(dims) > _MAX_NDIM or any(d < 0 for d in dims):
-        raise GraphFormatError(f"{what}: bad tensor shape {dims[:8]}")
+        raise FormatError(f"{what}: bad tensor shape {dims[:8]}")
     dtype_name = _element_type(proto.data_type, what)
     numel = math.prod(dims)
     loaded = np.dtype("float32" if dtype_name == "bfloat16" else dtype_name)
     if numel * loaded.itemsize > budget[0]:
-        raise GraphFormatError(
+        raise FormatError(
             f"{what}: a tensor of shape {dims} would take {numel * loaded.itemsize} bytes, "
             "beyond this file's memory budget")
     budget[0] -= numel * loaded.itemsize
@@ -146,7 +147,7 @@ def _tensor(proto: Any, what: str, budget: list[int]) -> np.ndarray:
         stored = np.dtype("uint16" if dtype_name == "bfloat16" else dtype_name)
         raw = proto.raw_data
         if len(raw) != numel * stored.itemsize:
-            raise GraphFormatError(
+            raise FormatError(
                 f"{what}: the tensor of shape {dims} ({dtype_name}) needs "
                 f"{numel * stored.itemsize} bytes but {len(raw)} are stored")
         values = np.frombuffer(raw, dtype=stored.newbyteorder("<"))
@@ -154,7 +155,7 @@ def _tensor(proto: Any, what: str, budget: list[int]) -> np.ndarray:
         field_name, stored = _typed_field(dtype_name)
         values = np.asarray(getattr(proto, field_name), dtype=stored)
         if values.size != numel:
-            raise GraphFormatError(
+            raise FormatError(
                 f"{what}: the tensor of shape {dims} needs {numel} values but "
                 f"{values.size} are stored")
     if dtype_name == "bfloat16":
@@ -182,7 +183,7 @@ def _attribute(attr: Any, what: str, budget: list[int]) -> Any:
     kind = attr.type
     where = f"{what} attribute {attr.name!r}"
     if attr.ref_attr_name:
-        raise GraphConversionError(f"{where}: function attribute references are not supported")
+        raise ConversionError(f"{where}: function attribute references are not supported")
     if kind == 1:
         return float(attr.f)
     if kind == 2:
@@ -200,15 +201,15 @@ def _attribute(attr: Any, what: str, budget: list[int]) -> Any:
     if kind == 9:
         return [_tensor(t, where, budget) for t in attr.tensors]
     if kind in (5, 10):
-        raise GraphConversionError(f"{where}: subgraph attributes are not supported")
-    raise GraphConversionError(f"{where}: attributes of type {kind} are not supported")
+        raise ConversionError(f"{where}: subgraph attributes are not supported")
+    raise ConversionError(f"{where}: attributes of type {kind} are not supported")
 
 
 def _text(raw: bytes, where: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise GraphFormatError(f"{where}: string is not UTF-8") from None
+        raise FormatError(f"{where}: string is not UTF-8") from None
 
 
 def _value_info(proto: Any) -> ValueInfo:
@@ -243,7 +244,7 @@ _ACTIVATION_PARAMETERS: dict[str, tuple[tuple[str, float | None], ...]] = {
 
 
 def _core_activation(name: str, params: dict[str, float], where: str) -> str:
-    """The gru_infer name of an ONNX GRU activation, or GraphConversionError."""
+    """The gru_infer name of an ONNX GRU activation, or ConversionError."""
     simple = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softsign": "softsign"}
     if name in simple:
         return simple[name]
@@ -254,16 +255,16 @@ def _core_activation(name: str, params: dict[str, float], where: str) -> str:
                 return "hard_sigmoid_keras2"
             if math.isclose(alpha, 1 / 6, abs_tol=1e-6):
                 return "hard_sigmoid_keras3"
-        raise GraphConversionError(
+        raise ConversionError(
             f"{where}: HardSigmoid(alpha={alpha}, beta={beta}) is not supported; gru_infer "
             "runs alpha=0.2 (Keras 2) or 1/6 (Keras 3, PyTorch) with beta=0.5")
     if name == "Affine":
         if params["alpha"] == 1.0 and params["beta"] == 0.0:
             return "linear"
-        raise GraphConversionError(
+        raise ConversionError(
             f"{where}: Affine(alpha={params['alpha']}, beta={params['beta']}) is not "
             "supported; only Affine(1, 0) (linear)")
-    raise GraphConversionError(
+    raise ConversionError(
         f"{where}: the GRU activation {name} is not supported (gru_infer's GRU runs "
         "Sigmoid, Tanh, Relu, Softsign, HardSigmoid and Affine(1, 0))")
 
@@ -308,72 +309,72 @@ def gru_node(op: Op, constants: dict[str, np.ndarray]) -> OnnxGRU:
     inputs = list(op.inputs) + [""] * (6 - len(op.inputs))
     outputs = list(op.outputs) + [""] * (2 - len(op.outputs))
     if len(op.inputs) > 6 or len(op.outputs) > 2 or not inputs[0]:
-        raise GraphFormatError(f"{where}: expected X, W, R[, B, sequence_lens, initial_h] "
+        raise FormatError(f"{where}: expected X, W, R[, B, sequence_lens, initial_h] "
                                f"and at most 2 outputs, got {len(op.inputs)} inputs, "
                                f"{len(op.outputs)} outputs")
     x, w_name, r_name, b_name, lens, h0 = inputs
     for role, name in (("W", w_name), ("R", r_name), ("B", b_name)):
         if name and name not in constants:
-            raise GraphConversionError(
+            raise ConversionError(
                 f"{where}: its {role} weights come from {name!r}, which is a graph input "
                 "or computed in the graph, not stored in the file (as in the ONNX "
                 "conformance tests); gru_infer needs the weights as initializers")
     if not w_name or not r_name:
-        raise GraphFormatError(f"{where}: W and R are required")
+        raise FormatError(f"{where}: W and R are required")
     attrs = op.attrs
     known = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
              "hidden_size", "layout", "linear_before_reset"}
     unknown = sorted(set(attrs) - known)
     if unknown:
-        raise GraphConversionError(f"{where}: unknown attributes {unknown}")
+        raise ConversionError(f"{where}: unknown attributes {unknown}")
     if "clip" in attrs:
-        raise GraphConversionError(
+        raise ConversionError(
             f"{where}: clip={attrs['clip']} is not supported (gru_infer's GRU does not clip "
             "gate inputs); export without clip")
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
-        raise GraphFormatError(f"{where}: unknown direction {direction!r}")
+        raise FormatError(f"{where}: unknown direction {direction!r}")
     D = 2 if direction == "bidirectional" else 1
     W, R = constants[w_name], constants[r_name]
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
-        raise GraphFormatError(
+        raise FormatError(
             f"{where}: W {W.shape} and R {R.shape} must be (D, 3H, I) and (D, 3H, H) with "
             f"D={D} for direction {direction!r}")
     H = R.shape[2]
     hidden_size = attrs.get("hidden_size", H)
     if not isinstance(hidden_size, int) or hidden_size != H or W.shape[1] != 3 * H or \
             R.shape[1] != 3 * H or H < 1 or W.shape[2] < 1:
-        raise GraphFormatError(
+        raise FormatError(
             f"{where}: W {W.shape}, R {R.shape} and hidden_size={hidden_size} disagree")
     if b_name:
         B = constants[b_name]
         if B.shape != (D, 6 * H):
-            raise GraphFormatError(f"{where}: B is {B.shape}, expected {(D, 6 * H)}")
+            raise FormatError(f"{where}: B is {B.shape}, expected {(D, 6 * H)}")
     else:
         B = np.zeros((D, 6 * H), W.dtype)
     for name, array in (("W", W), ("R", R), ("B", B)):
         if array.dtype.kind != "f":
-            raise GraphFormatError(f"{where}: {name} is {array.dtype}, not floating point")
+            raise FormatError(f"{where}: {name} is {array.dtype}, not floating point")
     layout = attrs.get("layout", 0)
     if layout not in (0, 1):
-        raise GraphFormatError(f"{where}: layout={layout}, expected 0 or 1")
+        raise FormatError(f"{where}: layout={layout}, expected 0 or 1")
     lbr = attrs.get("linear_before_reset", 0)
     if lbr not in (0, 1):
-        raise GraphFormatError(f"{where}: linear_before_reset={lbr}, expected 0 or 1")
+        raise FormatError(f"{where}: linear_before_reset={lbr}, expected 0 or 1")
 
     names = attrs.get("activations", ["Sigmoid", "Tanh"] * D)
     if not isinstance(names, list) or len(names) != 2 * D:
-        raise GraphFormatError(
+        raise FormatError(
             f"{where}: activations {names!r}: expected {2 * D} names (gate f and candidate "
             "g per direction)")
     alphas = list(attrs.get("activation_alpha", []))
     betas = list(attrs.get("activation_beta", []))
     resolved = []
-    for index, raw in enumerate(names):
+    for raw in names:
         # Names are matched case-insensitively in practice (ORT); the spec spells them so.
         canonical = {k.lower(): k for k in _ACTIVATION_PARAMETERS}.get(str(raw).lower())
         if canonical is None:
-            raise GraphConversionError(f"{where}: unknown GRU activation {raw!r}")
+            raise ConversionError(f"{where}: unknown GRU activation {raw!r}")
         params: dict[str, float] = {}
         for param, default in _ACTIVATION_PARAMETERS[canonical]:
             source = alphas if param == "alpha" else betas
@@ -382,11 +383,11 @@ def gru_node(op: Op, constants: dict[str, np.ndarray]) -> OnnxGRU:
             elif default is not None:
                 params[param] = default
             else:
-                raise GraphFormatError(f"{where}: activation {canonical} needs {param}")
+                raise FormatError(f"{where}: activation {canonical} needs {param}")
         resolved.append(_core_activation(canonical, params, where))
     gates, candidates = resolved[0::2], resolved[1::2]
     if len(set(gates)) != 1 or len(set(candidates)) != 1:
-        raise GraphConversionError(
+        raise ConversionError(
             f"{where}: the two directions use different activations {resolved}; gru_infer "
             "runs one pair per layer")
     return OnnxGRU(op.name, direction, H, W.shape[2], bool(lbr), gates[0], candidates[0],
@@ -405,22 +406,22 @@ class _Reader:
     def read(self) -> OpGraph:
         model = self._model
         if not model.HasField("graph"):
-            raise GraphFormatError("the model has no graph")
+            raise FormatError("the model has no graph")
         graph = model.graph
         opsets = {(imp.domain or "ai.onnx"): int(imp.version) for imp in model.opset_import}
         if "ai.onnx" not in opsets:
-            raise GraphFormatError("the model imports no default-domain opset")
+            raise FormatError("the model imports no default-domain opset")
         if len(graph.sparse_initializer):
-            raise GraphConversionError("sparse initializers are not supported")
+            raise ConversionError("sparse initializers are not supported")
 
         constants: dict[str, np.ndarray] = {}
         sources: dict[str, str] = {}
         for index, proto in enumerate(graph.initializer):
             name = proto.name
             if not name:
-                raise GraphFormatError(f"initializer {index} has no name")
+                raise FormatError(f"initializer {index} has no name")
             if name in constants:
-                raise GraphFormatError(f"initializer {name!r} is stored twice")
+                raise FormatError(f"initializer {name!r} is stored twice")
             constants[name] = _tensor(proto, f"initializer {name!r}", self._budget)
             sources[name] = name
 
@@ -458,14 +459,14 @@ class _Reader:
                 unknown.setdefault(f"{domain}::{node.op_type}", name)
                 continue
             if node.op_type in _RECURRENCE_SUBGRAPHS:
-                raise GraphConversionError(
+                raise ConversionError(
                     f"{what}: the model computes with a {node.op_type} subgraph; tf2onnx "
                     "writes the recurrence of layers it cannot fuse into a GRU op (Keras "
                     "GRU(reset_after=False), custom cells) as a Loop or Scan, and gru_infer "
                     "needs an ONNX GRU op: convert the Keras model itself, or re-export "
                     "with reset_after=True")
             if node.op_type in _OTHER_RNNS:
-                raise GraphConversionError(f"{what}: {node.op_type} layers are not supported")
+                raise ConversionError(f"{what}: {node.op_type} layers are not supported")
             if node.op_type == "Constant":
                 self._fold_constant(node, what, constants, sources)
                 continue
@@ -476,24 +477,24 @@ class _Reader:
             ops.append(Op(node.op_type, name, tuple(node.input), tuple(node.output), attrs))
         if unknown:
             listed = ", ".join(f"{op} (node {node!r})" for op, node in unknown.items())
-            raise GraphConversionError(f"the model uses ops gru_infer does not support: {listed}")
+            raise ConversionError(f"the model uses ops gru_infer does not support: {listed}")
         return ops
 
     def _fold_constant(self, node: Any, what: str, constants: dict[str, np.ndarray],
                        sources: dict[str, str]) -> None:
         if len(node.output) != 1 or not node.output[0] or len(node.attribute) != 1:
-            raise GraphFormatError(f"{what}: a Constant has one output and one attribute")
+            raise FormatError(f"{what}: a Constant has one output and one attribute")
         attr = node.attribute[0]
         value = _attribute(attr, what, self._budget)
         kinds = {"value": None, "value_float": np.float32, "value_floats": np.float32,
                  "value_int": np.int64, "value_ints": np.int64}
         if attr.name not in kinds:
-            raise GraphConversionError(f"{what}: Constant {attr.name} is not supported")
+            raise ConversionError(f"{what}: Constant {attr.name} is not supported")
         array = value if kinds[attr.name] is None else np.asarray(value, kinds[attr.name])
         if not isinstance(array, np.ndarray):
-            raise GraphFormatError(f"{what}: the Constant's value is not a tensor")
+            raise FormatError(f"{what}: the Constant's value is not a tensor")
         name = node.output[0]
         if name in constants:
-            raise GraphFormatError(f"{what}: value {name!r} is defined twice")
+            raise FormatError(f"{what}: value {name!r} is defined twice")
         constants[name] = array
         sources[name] = f"Constant node {node.name or name}"

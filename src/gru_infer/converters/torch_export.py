@@ -51,7 +51,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._opgraph import GraphConversionError, GraphFormatError, Op, OpGraph, Ref, ValueInfo
+from ..errors import ConversionError, FormatError, GruInferError
+from ._opgraph import Op, OpGraph, Ref, ValueInfo
 from ._pickle import _DTYPE_BY_NAME, CheckpointError, MemoryBudget, TorchDType
 
 __all__ = ["SUPPORTED_OPS", "TorchGRULayer", "gru_layers", "is_torch_export_archive",
@@ -121,8 +122,8 @@ def read_torch_export(path: str | os.PathLike[str], model_name: str | None = Non
 
     ``model_name`` picks one program of an archive that holds several
     (``torch.export.save`` writes one, named ``model``).  Raises
-    ``GraphFormatError`` for a damaged or hostile archive,
-    ``GraphConversionError`` for a readable program gru_infer cannot take
+    ``FormatError`` for a damaged or hostile archive,
+    ``ConversionError`` for a readable program gru_infer cannot take
     (an unknown op, a custom object), ``CheckpointError``/
     ``UnsafeCheckpointError`` from the allow-listed unpickler; all are
     ``ValueError``s whose message starts with the path.  A missing file raises
@@ -134,12 +135,12 @@ def read_torch_export(path: str | os.PathLike[str], model_name: str | None = Non
         budget = MemoryBudget(_BUDGET_FLOOR + _BUDGET_PER_FILE_BYTE * size)
         try:
             return _Reader(file, budget).read(model_name)
-        except (GraphFormatError, GraphConversionError, CheckpointError) as exc:
+        except GruInferError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
         except RecursionError as exc:
-            raise GraphFormatError(f"{path}: the archive's JSON is nested too deeply") from exc
+            raise FormatError(f"{path}: the archive's JSON is nested too deeply") from exc
         except Exception as exc:
-            raise GraphFormatError(
+            raise FormatError(
                 f"{path}: could not read the archive ({type(exc).__name__}: {exc})") from exc
 
 
@@ -187,18 +188,18 @@ def gru_layers(op: Op, constants: dict[str, np.ndarray]) -> list[TorchGRULayer]:
                       ("bidirectional", bool), ("batch_first", bool), ("params", list)):
         if not isinstance(attrs.get(key), kind) or (kind is int and isinstance(
                 attrs.get(key), bool)):
-            raise GraphFormatError(f"{where}: argument {key!r} is missing or mistyped")
+            raise FormatError(f"{where}: argument {key!r} is missing or mistyped")
     if attrs["train"]:
-        raise GraphConversionError(f"{where}: exported in training mode; export in eval mode")
+        raise ConversionError(f"{where}: exported in training mode; export in eval mode")
     layers, D = attrs["num_layers"], 2 if attrs["bidirectional"] else 1
     per_direction = 4 if attrs["has_biases"] else 2
     params = attrs["params"]
     if layers < 1 or len(params) != layers * D * per_direction:
-        raise GraphFormatError(
+        raise FormatError(
             f"{where}: {len(params)} parameters for num_layers={layers}, D={D}, "
             f"has_biases={attrs['has_biases']}")
     if not all(isinstance(p, Ref) and p.name in constants for p in params):
-        raise GraphConversionError(
+        raise ConversionError(
             f"{where}: its weights are computed in the graph, not stored parameters")
     result = []
     input_size = None
@@ -211,26 +212,26 @@ def gru_layers(op: Op, constants: dict[str, np.ndarray]) -> list[TorchGRULayer]:
             w_ih, w_hh = arrays[0], arrays[1]
             if w_hh.ndim != 2 or w_ih.ndim != 2 or w_hh.shape[0] != 3 * w_hh.shape[1] or \
                     w_ih.shape[0] != w_hh.shape[0] or w_hh.shape[1] < 1:
-                raise GraphFormatError(
+                raise FormatError(
                     f"{where}: layer {layer}: weight_ih {w_ih.shape} and weight_hh "
                     f"{w_hh.shape} are not (3H, I) and (3H, H)")
             H = w_hh.shape[1]
             expected_input = input_size if layer == 0 else D * result[-1].hidden_size
             if expected_input is not None and w_ih.shape[1] != expected_input:
-                raise GraphFormatError(
+                raise FormatError(
                     f"{where}: layer {layer} takes {w_ih.shape[1]} features, expected "
                     f"{expected_input}")
             if layer == 0:
                 input_size = w_ih.shape[1]
             if W and (w_ih.shape != W[0].shape or w_hh.shape != R[0].shape):
-                raise GraphFormatError(f"{where}: layer {layer}: directions differ in shape")
+                raise FormatError(f"{where}: layer {layer}: directions differ in shape")
             if any(a.dtype.kind != "f" for a in arrays):
-                raise GraphFormatError(f"{where}: layer {layer}: weights are not floating point")
+                raise FormatError(f"{where}: layer {layer}: weights are not floating point")
             W.append(_rzn_to_zrn(w_ih))
             R.append(_rzn_to_zrn(w_hh))
             if per_direction == 4:
                 if arrays[2].shape != (3 * H,) or arrays[3].shape != (3 * H,):
-                    raise GraphFormatError(f"{where}: layer {layer}: biases are not (3H,)")
+                    raise FormatError(f"{where}: layer {layer}: biases are not (3H,)")
                 B.append(np.concatenate([_rzn_to_zrn(arrays[2]), _rzn_to_zrn(arrays[3])]))
         result.append(TorchGRULayer(layer, D == 2, R[0].shape[1], W[0].shape[1],
                                     np.stack(W), np.stack(R), np.stack(B) if B else None,
@@ -245,15 +246,15 @@ def gru_layers(op: Op, constants: dict[str, np.ndarray]) -> list[TorchGRULayer]:
 def _get(obj: Any, key: str, kind: type | tuple[type, ...], what: str,
          default: Any = ...) -> Any:
     if not isinstance(obj, dict):
-        raise GraphFormatError(f"{what}: expected an object, got {type(obj).__name__}")
+        raise FormatError(f"{what}: expected an object, got {type(obj).__name__}")
     if key not in obj:
         if default is not ...:
             return default
-        raise GraphFormatError(f"{what}: missing {key!r}")
+        raise FormatError(f"{what}: missing {key!r}")
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise GraphFormatError(
+        raise FormatError(
             f"{what}: {key!r} should be {names}, got {type(value).__name__}")
     return value
 
@@ -261,22 +262,22 @@ def _get(obj: Any, key: str, kind: type | tuple[type, ...], what: str,
 def _union(obj: Any, what: str) -> tuple[str, Any]:
     """The (tag, value) of a one-key union object."""
     if not isinstance(obj, dict) or len(obj) != 1:
-        raise GraphFormatError(f"{what}: expected a one-key union object, got {_short(obj)}")
+        raise FormatError(f"{what}: expected a one-key union object, got {_short(obj)}")
     ((tag, value),) = obj.items()
     if not isinstance(tag, str):
-        raise GraphFormatError(f"{what}: union tag is not a string")
+        raise FormatError(f"{what}: union tag is not a string")
     return tag, value
 
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise GraphFormatError(f"{what}: expected an int, got {_short(value)}")
+        raise FormatError(f"{what}: expected an int, got {_short(value)}")
     return value
 
 
 def _name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 4096:
-        raise GraphFormatError(f"{what}: expected a name, got {_short(value)}")
+        raise FormatError(f"{what}: expected a name, got {_short(value)}")
     return value
 
 
@@ -296,7 +297,7 @@ def _sym(value: Any, what: str) -> Any:
         return Ref(_name(inner, what))
     if tag in ("as_int", "as_float", "as_bool"):
         return _scalar(tag, inner, what)
-    raise GraphFormatError(f"{what}: unknown symbolic argument {tag!r}")
+    raise FormatError(f"{what}: unknown symbolic argument {tag!r}")
 
 
 def _scalar(tag: str, value: Any, what: str) -> Any:
@@ -304,25 +305,25 @@ def _scalar(tag: str, value: Any, what: str) -> Any:
         return _int(value, what)
     if tag == "as_bool":
         if not isinstance(value, bool):
-            raise GraphFormatError(f"{what}: expected a bool, got {_short(value)}")
+            raise FormatError(f"{what}: expected a bool, got {_short(value)}")
         return value
     if tag == "as_float":
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise GraphFormatError(f"{what}: expected a float, got {_short(value)}")
+            raise FormatError(f"{what}: expected a float, got {_short(value)}")
         try:
             return float(value)  # the serializer writes inf/nan as strings
         except ValueError:
-            raise GraphFormatError(f"{what}: expected a float, got {_short(value)}") from None
+            raise FormatError(f"{what}: expected a float, got {_short(value)}") from None
     if tag == "as_string":
         if not isinstance(value, str):
-            raise GraphFormatError(f"{what}: expected a string, got {_short(value)}")
+            raise FormatError(f"{what}: expected a string, got {_short(value)}")
         return value
     raise AssertionError(tag)
 
 
 def _list(value: Any, what: str) -> list:
     if not isinstance(value, list):
-        raise GraphFormatError(f"{what}: expected a list, got {_short(value)}")
+        raise FormatError(f"{what}: expected a list, got {_short(value)}")
     return value
 
 
@@ -336,7 +337,7 @@ def _optional_tensor(value: Any, what: str) -> Ref | None:
         return None
     if tag == "as_tensor":
         return _tensor_ref(inner, what)
-    raise GraphFormatError(f"{what}: unknown optional tensor {tag!r}")
+    raise FormatError(f"{what}: unknown optional tensor {tag!r}")
 
 
 def _argument(value: Any, what: str) -> Any:
@@ -378,10 +379,10 @@ def _argument(value: Any, what: str) -> Any:
                        _scalar("as_float", _get(inner, "imag", (int, float), what), what))
     if tag in ("as_graph", "as_custom_obj", "as_operator", "as_nested_tensors",
                "as_string_to_argument"):
-        raise GraphConversionError(
+        raise ConversionError(
             f"{what}: arguments of kind {tag!r} (subgraphs, custom objects, operators) are "
             "not supported")
-    raise GraphFormatError(f"{what}: unknown argument kind {tag!r}")
+    raise FormatError(f"{what}: unknown argument kind {tag!r}")
 
 
 def _refs(value: Any) -> list[str]:
@@ -407,9 +408,9 @@ def _output_names(value: Any, what: str) -> list[str]:
     if tag in ("as_sym_int", "as_sym_float", "as_sym_bool"):
         sym = _sym(inner, what)
         if not isinstance(sym, Ref):
-            raise GraphFormatError(f"{what}: a node output must be named")
+            raise FormatError(f"{what}: a node output must be named")
         return [sym.name]
-    raise GraphConversionError(f"{what}: node outputs of kind {tag!r} are not supported")
+    raise ConversionError(f"{what}: node outputs of kind {tag!r} are not supported")
 
 
 def _dtype_name(code: Any, what: str) -> str:
@@ -417,9 +418,9 @@ def _dtype_name(code: Any, what: str) -> str:
     if code in _SCALAR_TYPES:
         return _SCALAR_TYPES[code]
     if code in _UNSUPPORTED_SCALAR_TYPES:
-        raise GraphConversionError(
+        raise ConversionError(
             f"{what}: tensors of type {_UNSUPPORTED_SCALAR_TYPES[code]} are not supported")
-    raise GraphFormatError(f"{what}: unknown scalar type code {code}")
+    raise FormatError(f"{what}: unknown scalar type code {code}")
 
 
 def _numpy_dtype_name(torch_name: str) -> str:
@@ -435,14 +436,14 @@ def _sym_size(value: Any, what: str) -> int | str:
         expr = _get(inner, "expr_str", str, what)
         match = _SYMBOL.fullmatch(expr)
         return match.group(1) if match else expr[:200]
-    raise GraphFormatError(f"{what}: unknown size kind {tag!r}")
+    raise FormatError(f"{what}: unknown size kind {tag!r}")
 
 
 def _tensor_meta(meta: Any, what: str) -> dict[str, Any]:
     sizes = [_sym_size(v, what) for v in _list(_get(meta, "sizes", list, what), what)]
     strides = [_sym_size(v, what) for v in _list(_get(meta, "strides", list, what), what)]
     if len(sizes) > _MAX_NDIM or len(sizes) != len(strides):
-        raise GraphFormatError(f"{what}: bad tensor rank ({len(sizes)} sizes, "
+        raise FormatError(f"{what}: bad tensor rank ({len(sizes)} sizes, "
                                f"{len(strides)} strides)")
     return {
         "dtype": _dtype_name(_get(meta, "dtype", int, what), what),
@@ -481,11 +482,11 @@ class _Reader:
         head = self._file.read(4)
         self._file.seek(0)
         if head not in (b"PK\x03\x04", b"PK\x05\x06"):
-            raise GraphFormatError("not a torch.export archive (not a zip file)")
+            raise FormatError("not a torch.export archive (not a zip file)")
         try:
             archive = zipfile.ZipFile(self._file)
         except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, ...
-            raise GraphFormatError(
+            raise FormatError(
                 f"damaged or truncated zip archive ({type(exc).__name__}: {exc})") from None
         with archive:
             self._archive = archive
@@ -505,28 +506,28 @@ class _Reader:
 
     def _find_root(self, names: list[str]) -> str:
         if not names:
-            raise GraphFormatError("the zip archive is empty")
+            raise FormatError("the zip archive is empty")
         if "/" not in names[0]:
-            raise GraphFormatError(f"zip record {names[0][:100]!r} is not inside a folder; "
+            raise FormatError(f"zip record {names[0][:100]!r} is not inside a folder; "
                                    "not a torch.export archive")
         root = names[0].split("/", 1)[0] + "/"
         if f"{root}archive_format" not in self._records:
             if f"{root}data.pkl" in self._records:
-                raise GraphFormatError(
+                raise FormatError(
                     "this is a torch.save checkpoint, not a torch.export archive")
             if f"{root}constants.pkl" in self._records or any(
                     n.startswith(f"{root}code/") for n in names):
-                raise GraphFormatError(
+                raise FormatError(
                     "this is a TorchScript archive (torch.jit.save), not a torch.export "
                     "archive; export with torch.export.export and torch.export.save")
             if any(n.endswith("serialized_exported_program.json") for n in names):
-                raise GraphConversionError(
+                raise ConversionError(
                     "this archive was written by torch.export.save of torch < 2.6, whose "
                     "layout is not supported; load and re-save it with torch >= 2.6")
-            raise GraphFormatError("not a torch.export archive (no archive_format record)")
+            raise FormatError("not a torch.export archive (no archive_format record)")
         fmt = self._read_bytes(f"{root}archive_format", limit=64, rooted=False).strip()
         if fmt != b"pt2":
-            raise GraphFormatError(f"archive_format is {fmt[:20]!r}, expected b'pt2'")
+            raise FormatError(f"archive_format is {fmt[:20]!r}, expected b'pt2'")
         return root
 
     def _read_bytes(self, name: str, limit: int | None = None, rooted: bool = True) -> bytes:
@@ -534,19 +535,19 @@ class _Reader:
         try:
             info = self._archive.getinfo(full)
         except KeyError:
-            raise GraphFormatError(f"the archive has no {full[:200]!r} record") from None
+            raise FormatError(f"the archive has no {full[:200]!r} record") from None
         if limit is not None and info.file_size > limit:
-            raise GraphFormatError(f"record {full!r} is {info.file_size} bytes, more than "
+            raise FormatError(f"record {full!r} is {info.file_size} bytes, more than "
                                    f"the {limit} expected")
         self._budget.charge(info.file_size, f"zip record {full!r}")
         try:
             data = self._archive.read(info)
         except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, ...
-            raise GraphFormatError(
+            raise FormatError(
                 f"zip record {full!r} is damaged or truncated ({type(exc).__name__}: "
                 f"{exc})") from None
         if len(data) != info.file_size:
-            raise GraphFormatError(f"zip record {full!r} is truncated")
+            raise FormatError(f"zip record {full!r} is truncated")
         return data
 
     def _read_json(self, name: str) -> Any:
@@ -554,16 +555,16 @@ class _Reader:
         try:
             return json.loads(data.decode("utf-8"))
         except RecursionError:
-            raise GraphFormatError(f"{name}: JSON nested too deeply") from None
+            raise FormatError(f"{name}: JSON nested too deeply") from None
         except (UnicodeDecodeError, ValueError) as exc:
-            raise GraphFormatError(f"{name} is not valid JSON ({exc})") from None
+            raise FormatError(f"{name} is not valid JSON ({exc})") from None
 
     def _read_byteorder(self) -> str:
         if f"{self._root}byteorder" not in self._records:
             return "little"
         value = self._read_bytes("byteorder", limit=16).strip()
         if value not in (b"little", b"big"):
-            raise GraphFormatError(f"unknown byte order {value!r}")
+            raise FormatError(f"unknown byte order {value!r}")
         return value.decode("ascii")
 
     def _pick_model(self, model_name: str | None) -> str:
@@ -573,30 +574,30 @@ class _Reader:
                         and "/" not in n[len(prefix):])
         if not models:
             if any(n.startswith(f"{self._root}data/aotinductor/") for n in self._records):
-                raise GraphConversionError(
+                raise ConversionError(
                     "the archive holds an AOTInductor-compiled model only, no exported "
                     "program; save the ExportedProgram with torch.export.save")
-            raise GraphFormatError("the archive holds no models/*.json program")
+            raise FormatError("the archive holds no models/*.json program")
         if model_name is not None:
             if model_name not in models:
-                raise GraphConversionError(
+                raise ConversionError(
                     f"no program named {model_name!r} in the archive; it has {models}")
             return model_name
         if len(models) == 1:
             return models[0]
         if "model" in models:
             return "model"
-        raise GraphConversionError(
+        raise ConversionError(
             f"the archive holds several programs {models}; choose one with model_name=")
 
     def _payload_config(self, name: str, legacy: str, required: bool) -> dict[str, Any]:
         if f"{self._root}{name}" not in self._records:
             if f"{self._root}{legacy}" in self._records:
-                raise GraphConversionError(
+                raise ConversionError(
                     f"the archive stores its tensors in the legacy {legacy!r} form of torch "
                     "2.6/2.7; re-save it with a current torch.export.save")
             if required:
-                raise GraphFormatError(f"the archive has no {name!r} record")
+                raise FormatError(f"the archive has no {name!r} record")
             return {}
         config = _get(self._read_json(name), "config", dict, name)
         return config
@@ -607,14 +608,14 @@ class _Reader:
                         what: str) -> np.ndarray:
         meta = config.get(key)
         if meta is None:
-            raise GraphFormatError(f"{what} {key!r} has no entry in the {directory} config")
+            raise FormatError(f"{what} {key!r} has no entry in the {directory} config")
         where = f"{directory} config entry {key!r}"
         path_name = _get(meta, "path_name", str, where)
         if not _RECORD_NAME.fullmatch(path_name) or path_name in (".", ".."):
-            raise GraphFormatError(f"{where}: bad record name {path_name[:100]!r}")
+            raise FormatError(f"{where}: bad record name {path_name[:100]!r}")
         record = f"data/{directory}/{path_name}"
         if path_name.startswith(("custom_obj", "opaque_obj")):
-            raise GraphConversionError(
+            raise ConversionError(
                 f"{what} {key!r} is a custom or opaque object ({path_name}); only tensors "
                 "are supported")
         if _get(meta, "use_pickle", bool, where):
@@ -633,21 +634,21 @@ class _Reader:
         except CheckpointError as exc:
             raise type(exc)(f"{where} ({record}): {exc}") from exc
         if not isinstance(obj, np.ndarray):
-            raise GraphConversionError(
+            raise ConversionError(
                 f"{where}: the pickled record {record!r} holds {type(obj).__name__}, "
                 "not a tensor")
         return obj
 
     def _raw_tensor(self, record: str, meta: dict[str, Any], where: str) -> np.ndarray:
         if meta["layout"] != _STRIDED:
-            raise GraphConversionError(
+            raise ConversionError(
                 f"{where}: {_LAYOUTS.get(meta['layout'], 'unknown')} tensors are not "
                 "supported")
         shape, strides, offset = meta["sizes"], meta["strides"], meta["storage_offset"]
         if not all(isinstance(v, int) for v in (*shape, *strides, offset)):
-            raise GraphFormatError(f"{where}: a stored tensor has a symbolic size or stride")
+            raise FormatError(f"{where}: a stored tensor has a symbolic size or stride")
         if any(v < 0 for v in (*shape, *strides, offset)):
-            raise GraphFormatError(f"{where}: negative size, stride or offset")
+            raise FormatError(f"{where}: negative size, stride or offset")
         dtype: TorchDType = _DTYPE_BY_NAME[meta["dtype"]]
         raw = self._raw_cache.get(record)
         if raw is None:
@@ -659,14 +660,14 @@ class _Reader:
         if numel == 0:
             return np.zeros(shape, np.dtype(dtype.loaded))
         if raw.size % dtype.itemsize:
-            raise GraphFormatError(
+            raise FormatError(
                 f"{where}: record {record!r} holds {raw.size} bytes, not a whole number of "
                 f"{dtype.name} elements")
         order = "<" if self._byteorder == "little" else ">"
         elements = raw.view(np.dtype(order + dtype.stored))
         last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
         if last >= elements.size:
-            raise GraphFormatError(
+            raise FormatError(
                 f"{where}: the tensor (offset {offset}, sizes {shape}, strides {strides}) "
                 f"needs element {last} of {record!r}, which holds only {elements.size} "
                 f"{dtype.name} elements ({raw.size} bytes)")
@@ -686,7 +687,7 @@ class _Reader:
         major = _int(_get(version, "major", int, what), what)
         minor = _int(_get(version, "minor", int, what), what)
         if major not in _SCHEMA_MAJORS:
-            raise GraphConversionError(
+            raise ConversionError(
                 f"the program uses export schema {major}.{minor}; this reader knows "
                 f"{sorted(_SCHEMA_MAJORS)}.x (torch 2.6 to 2.13)")
         module = _get(program, "graph_module", dict, what)
@@ -741,7 +742,7 @@ class _Reader:
             if tag == "user_input":
                 arg_tag, arg = _union(_get(body, "arg", dict, where), where)
                 if arg_tag != "as_tensor":
-                    raise GraphConversionError(
+                    raise ConversionError(
                         f"{where}: user input of kind {arg_tag!r}; only tensor inputs are "
                         "supported (export with tensors for every forward argument)")
                 name = _tensor_ref(arg, where).name
@@ -759,19 +760,19 @@ class _Reader:
                 declared = values.get(name)
                 if declared is not None and declared.shape is not None and \
                         tuple(declared.shape) != array.shape:
-                    raise GraphFormatError(
+                    raise FormatError(
                         f"{where}: {tag} {key!r} is stored with shape {array.shape} but the "
                         f"graph declares {declared.shape}")
                 if name in constants:
-                    raise GraphFormatError(f"{where}: input {name!r} is listed twice")
+                    raise FormatError(f"{where}: input {name!r} is listed twice")
                 constants[name] = array
                 sources[name] = key
                 continue
             if tag in ("custom_obj", "token", "constant_input"):
-                raise GraphConversionError(
+                raise ConversionError(
                     f"{where}: graph inputs of kind {tag!r} (custom objects, effect tokens, "
                     "constant inputs) are not supported")
-            raise GraphFormatError(f"{where}: unknown input spec {tag!r}")
+            raise FormatError(f"{where}: unknown input spec {tag!r}")
 
         declared_inputs = []
         for index, arg in enumerate(_get(graph, "inputs", list, what)):
@@ -781,14 +782,14 @@ class _Reader:
         expected = [v.name for v in user_inputs]
         listed = [n for n in declared_inputs if n not in constants]
         if listed != expected or len(declared_inputs) != len(specs):
-            raise GraphFormatError(
+            raise FormatError(
                 f"{what}: the graph's inputs {declared_inputs[:20]} do not match its "
                 "signature's input specs")
         return user_inputs, constants, sources
 
     def _nodes(self, nodes: list, values: dict[str, ValueInfo], what: str) -> list[Op]:
         if len(nodes) > _MAX_NODES:
-            raise GraphFormatError(f"{what}: {len(nodes)} nodes, more than {_MAX_NODES}")
+            raise FormatError(f"{what}: {len(nodes)} nodes, more than {_MAX_NODES}")
         unknown: dict[str, str] = {}
         ops = []
         for index, node in enumerate(nodes):
@@ -806,7 +807,7 @@ class _Reader:
                 arg_name = _name(_get(named, "name", str, arg_where), arg_where)
                 value = _argument(_get(named, "arg", dict, arg_where), arg_where)
                 if arg_name in attrs:
-                    raise GraphFormatError(f"{arg_where}: argument {arg_name!r} given twice")
+                    raise FormatError(f"{arg_where}: argument {arg_name!r} given twice")
                 attrs[arg_name] = value
                 refs.extend(_refs(value))
             outputs = [n for out in _get(node, "outputs", list, where)
@@ -817,7 +818,7 @@ class _Reader:
                           module_class))
         if unknown:
             listed = ", ".join(f"{op} (node {node!r})" for op, node in unknown.items())
-            raise GraphConversionError(
+            raise ConversionError(
                 f"the program uses ops gru_infer does not support: {listed}")
         return ops
 
@@ -828,19 +829,19 @@ class _Reader:
             where = f"{what}: output_specs[{index}]"
             tag, body = _union(spec, where)
             if tag != "user_output":
-                raise GraphConversionError(
+                raise ConversionError(
                     f"{where}: the program has a {tag!r} output (it mutates state or "
                     "computes a loss or gradients); export the model in eval mode for "
                     "inference")
             arg_tag, arg = _union(_get(body, "arg", dict, where), where)
             if arg_tag != "as_tensor":
-                raise GraphConversionError(
+                raise ConversionError(
                     f"{where}: output of kind {arg_tag!r}; only tensor outputs are supported")
             outputs.append(_tensor_ref(arg, where).name)
         declared = [n for i, out in enumerate(_get(graph, "outputs", list, what))
                     for n in _output_names(out, f"{what}: graph.outputs[{i}]")]
         if declared != outputs:
-            raise GraphFormatError(
+            raise FormatError(
                 f"{what}: the graph's outputs {declared[:20]} do not match its signature's "
                 f"output specs {outputs[:20]}")
         return outputs
