@@ -3,8 +3,10 @@
 convert_to_spec(src) picks the reader from the file's contents (not its
 name): a Keras 3 .keras archive or HDF5 (.h5, .weights.h5) goes to the Keras
 reader, a torch.save file (zip or legacy pickle) to the PyTorch reader, a
-safetensors file to the weight-file reader (a gru_infer model) or, for a
-PyTorch state dict saved with safetensors, to the PyTorch reader.  Converters
+torch.export.save archive (.pt2) to the torch.export reader, a safetensors
+file to the weight-file reader (a gru_infer model) or, for a PyTorch state
+dict saved with safetensors, to the PyTorch reader.  ONNX files (protobuf has
+no magic number) are known by their .onnx suffix and go to the ONNX reader.  Converters
 import the spec layer only, never the runtime.
 """
 
@@ -21,12 +23,12 @@ _NOT_CHECKPOINTS = {
     ".index": "a TensorFlow checkpoint: save the Keras model as .keras or .h5 instead",
     ".weights.json": "the index of sharded Keras weights: gru_infer reads one .weights.h5 "
                      "file; save without max_shard_size",
-    ".onnx": "an ONNX model: convert the Keras or PyTorch checkpoint instead",
 }
 
 
 def detect_format(path) -> str:
-    """'keras', 'torch' or 'safetensors', from the file's contents (not its name)."""
+    """'keras', 'torch', 'torch_export', 'onnx' or 'safetensors', from the file's
+    contents (not its name; ONNX by its .onnx suffix)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "config.json")):
@@ -41,6 +43,8 @@ def detect_format(path) -> str:
         if path.endswith(suffix):
             raise FormatError(f"{path}: {reason}")
     magic = read_head(path, 9)
+    if path.endswith(".onnx") and not magic.startswith((b"PK", b"\x89HDF")):
+        return "onnx"
     if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
         return "safetensors"
     if magic.startswith(b"\x89HDF"):
@@ -56,8 +60,7 @@ def detect_format(path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
         if any(n.endswith("archive_format") or "/models/" in n for n in names):
-            raise FormatError(f"{path}: a torch.export archive (.pt2), not a torch.save "
-                              "checkpoint; save model.state_dict() with torch.save")
+            return "torch_export"
         raise FormatError(f"{path}: a zip file that is neither a Keras .keras archive nor a "
                           "torch.save checkpoint")
     # anything else may be a legacy torch.save stream (any pickle protocol);
@@ -86,6 +89,19 @@ def convert_to_spec(src, *, config=None, **torch_options):
         from .torch import convert_safetensors_state_dict
 
         return convert_safetensors_state_dict(src, **torch_options)
+    if kind in ("torch_export", "onnx"):
+        unknown = sorted(set(torch_options) - ({"model_name"} if kind == "torch_export" else set()))
+        if unknown or config is not None:
+            raise TypeError(f"options {unknown or ['config']} do not apply to "
+                            f"{'torch.export archives' if kind == 'torch_export' else 'ONNX files'}"
+                            " (the graph says everything)")
+        if kind == "onnx":
+            from .onnx import convert_onnx
+
+            return convert_onnx(src)
+        from .torch_export import convert_torch_export
+
+        return convert_torch_export(src, **torch_options)
     if kind == "keras":
         if torch_options:
             raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")

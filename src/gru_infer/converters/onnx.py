@@ -38,6 +38,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError, FormatError, GruInferError
+from ..spec.graph import ModelSpec
+from ..spec.layers import Dense, Embedding, compute_dtype
+from ._graph_to_spec import (
+    _BIG,
+    _Builder,
+    _describe,
+    _relayout,
+    _Val,
+    const_of,
+    ints,
+    map_graph,
+)
 from ._opgraph import Op, OpGraph, ValueInfo
 
 __all__ = ["SUPPORTED_OPS", "OnnxGRU", "gru_node", "read_onnx"]
@@ -498,3 +510,320 @@ class _Reader:
             raise FormatError(f"{what}: value {name!r} is defined twice")
         constants[name] = array
         sources[name] = f"Constant node {node.name or name}"
+
+
+def convert_onnx(path: str | os.PathLike[str]):
+    """The ModelSpec of an ONNX model with GRU ops (see _graph_to_spec)."""
+    graph = read_onnx(path)
+    producer = " ".join(p for p in (graph.metadata["producer_name"],
+                                    graph.metadata["producer_version"]) if p)
+    source = {"framework": "onnx", "format": ".onnx", "file": os.path.basename(os.fspath(path)),
+              "version": f"opset {graph.metadata['opset_version'].get('ai.onnx')}",
+              "producer": producer}
+    try:
+        return onnx_to_spec(graph, source)
+    except GruInferError as exc:
+        raise type(exc)(f"{os.fspath(path)}: {exc}") from exc
+
+# ---------------------------------------------------------------------------------------
+# Mapping onto a ModelSpec (see _graph_to_spec for the approach)
+# ---------------------------------------------------------------------------------------
+
+# =======================================================================================
+
+def onnx_to_spec(graph: OpGraph, source: dict) -> ModelSpec:
+    """A ModelSpec from an ONNX OpGraph."""
+    return map_graph(_build_onnx, graph, source)
+
+
+def _build_onnx(b: _Builder, source: dict) -> ModelSpec:
+    g = b.graph
+    lengths_like = set()
+    # Which inputs feed GRU sequence_lens or initial_h (directly or via Cast/Slice).
+    for op in g.ops:
+        if op.op == "GRU":
+            for index in (4, 5):
+                name = op.inputs[index] if len(op.inputs) > index else ""
+                seen = 0
+                while name and seen < 8:
+                    producer = g.producer(name)
+                    if producer is None:
+                        lengths_like.add((name, index))
+                        break
+                    if producer.op not in ("Cast", "Slice", "Identity"):
+                        break
+                    name, seen = producer.inputs[0], seen + 1
+    for info in g.inputs:
+        if (info.name, 4) in lengths_like:
+            b.vals[info.name] = _Val("lengths_input", input_name=info.name)
+        elif (info.name, 5) in lengths_like:
+            b.vals[info.name] = _Val("state_input", input_name=info.name,
+                                     rows=tuple(range(info.shape[0]))
+                                     if info.shape and isinstance(info.shape[0], int) else ())
+        else:
+            b.add_input(info.name, info.dtype, info.shape)
+
+    for op in g.ops:
+        where = f"{op.op} node {op.name!r}"
+        a = op.attrs
+        kind = op.op
+        out = op.outputs[0] if op.outputs else ""
+        ins = [b.val(n, where) if n else None for n in op.inputs]
+        base = op.name.split("/")[-2] if op.name.count("/") >= 2 else op.name
+
+        if kind == "Shape":
+            b.vals[out] = _Val("shape")
+            continue
+        if all(v is not None and v.kind in ("const", "shape", "zeros") for v in ins) and \
+                kind != "GRU" and ins:
+            b.vals[out] = _shape_op(kind, a, ins, where)
+            continue
+        if kind == "GRU":
+            gru = gru_node(op, g.constants)
+            if gru.direction == "reverse":
+                raise ConversionError(f"{where}: a lone reverse direction has no equivalent in "
+                                      "gru_infer's description yet")
+            x = ins[0]
+            layout_in = "TBF" if gru.layout == 0 else "BTF"
+            cells = [{"W": gru.W[d], "R": gru.R[d], "B": gru.B[d] if gru.has_bias else None,
+                      "linear_before_reset": gru.linear_before_reset,
+                      "activations": (gru.gate_activation, gru.candidate_activation)}
+                     for d in range(gru.num_directions)]
+            initial = ins[5] if len(ins) > 5 else None
+            lengths = ins[4] if len(ins) > 4 else None
+            name = b.gru(base or "gru", x, cells, layout_in, initial, lengths, where)
+            D, H = gru.num_directions, gru.hidden_size
+            y_layout = "TDBH" if gru.layout == 0 else "BTDH"
+            if gru.y:
+                b.vals[gru.y] = _Val("gru_y", layout=y_layout, size=H, layer=name,
+                                     has_lengths=lengths is not None)
+            if gru.y_h:
+                b.vals[gru.y_h] = _Val("states", layout="SBH" if gru.layout == 0 else "BSH",
+                                       states=tuple((name, d) for d in range(D)))
+            continue
+        if kind in ("Identity", "Dropout"):
+            b.vals[out] = ins[0]
+        elif kind == "Cast":
+            b.vals[out] = ins[0]
+        elif kind == "Transpose":
+            x = ins[0]
+            perm = a.get("perm") or list(range(len(x.layout)))[::-1]
+            if x.kind not in ("seq", "vec", "gru_y", "dirseq", "states", "tokens"):
+                raise ConversionError(f"{where}: transposing {_describe(x)}")
+            layout = _relayout(x.layout, perm, where)
+            b.vals[out] = _Val(**{**x.__dict__, "layout": layout})
+        elif kind == "Slice":
+            b.vals[out] = _onnx_slice(b, ins, where)
+        elif kind in ("Squeeze", "Unsqueeze"):
+            b.vals[out] = _onnx_squeeze(b, kind, a, ins, where)
+        elif kind == "Reshape":
+            b.vals[out] = _onnx_reshape(b, ins, a, where)
+        elif kind == "Gather":
+            x, index = ins
+            if x.kind == "const" and ins[1].kind == "tokens":  # an embedding table
+                table = x.array
+                name = b.add(Embedding, base or "embedding", [ins[1].ref],
+                             table=np.asarray(table, compute_dtype(table.dtype)))
+                b.vals[out] = _Val("seq", (name, 0), ins[1].layout + "F", table.shape[1])
+                continue
+            axis = a.get("axis", 0)
+            if index.kind != "const" or index.array.ndim != 0:
+                raise ConversionError(f"{where}: gathering {_describe(index)}")
+            position = int(index.array)
+            letter = x.layout[axis] if -len(x.layout) <= axis < len(x.layout) else "?"
+            if x.kind == "states" and letter == "S":
+                b.vals[out] = b.pick_state(x, position, where)
+            elif x.kind in ("seq", "dirseq") and letter == "T" and position == -1:
+                b.vals[out] = b.last_step(x, where)
+            elif x.kind in ("seq", "dirseq") and letter == "T" and position == 0:
+                b.vals[out] = b.first_step(x, where)
+            else:
+                raise ConversionError(f"{where}: gathering index {position} of axis {letter} "
+                                      f"of {_describe(x)}")
+        elif kind == "Concat":
+            axis = a["axis"]
+            if all(v.kind == "states" for v in ins):
+                letter = ins[0].layout[axis]
+                if letter != "S" or any(v.layout != ins[0].layout for v in ins):
+                    raise ConversionError(f"{where}: joining states on axis {letter}")
+                b.vals[out] = _Val("states", layout=ins[0].layout,
+                                   states=tuple(s for v in ins for s in v.states))
+            else:
+                b.vals[out] = b.concat(ins, axis, (base or "concat") + "_cat", where)
+        elif kind == "Gemm":
+            x, weight = ins[0], ins[1]
+            if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+                raise ConversionError(f"{where}: Gemm with transA/alpha/beta is not supported")
+            kernel = weight.array.T if a.get("transB", 0) else weight.array
+            bias = ins[2].array if len(ins) > 2 and ins[2] is not None else None
+            if weight.kind != "const" or (len(ins) > 2 and ins[2] is not None
+                                          and ins[2].kind != "const"):
+                raise ConversionError(f"{where}: Gemm weights must be stored in the file")
+            b.vals[out] = b.dense(x, kernel, bias, base or "dense", where)
+        elif kind == "MatMul":
+            x, weight = ins
+            if weight.kind != "const" or weight.array.ndim != 2:
+                raise ConversionError(f"{where}: MatMul by {_describe(weight)}")
+            b.vals[out] = b.dense(x, weight.array, None, base or "dense", where)
+        elif kind in ("Add", "Sub", "Mul"):
+            consts = [v for v in ins if v.kind == "const"]
+            tensors = [v for v in ins if v.kind != "const"]
+            if kind == "Add" and len(consts) == 1 and len(tensors) == 1:
+                b.vals[out] = _fold_bias(b, tensors[0], consts[0].array, where)
+            elif not consts:
+                op_name = {"Add": "add", "Sub": "subtract", "Mul": "multiply"}[kind]
+                b.vals[out] = b.merge(ins, op_name, f"{base or op_name}_{op_name}", where)
+            else:
+                raise ConversionError(f"{where}: arithmetic with a constant has no layer in "
+                                      "gru_infer's description yet")
+        elif kind in ("Sigmoid", "Tanh", "Relu", "Softsign"):
+            b.vals[out] = b.activation(ins[0], kind.lower(), kind.lower(), where)
+        elif kind == "HardSigmoid":
+            alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
+            act = "hard_sigmoid_keras2" if math.isclose(alpha, 0.2, abs_tol=1e-6) else \
+                "hard_sigmoid_keras3" if math.isclose(alpha, 1 / 6, abs_tol=1e-6) else None
+            if act is None or not math.isclose(beta, 0.5, abs_tol=1e-6):
+                raise ConversionError(f"{where}: HardSigmoid({alpha}, {beta}) is not supported")
+            b.vals[out] = b.activation(ins[0], act, act, where)
+        elif kind in ("Softmax", "LogSoftmax"):
+            act = "softmax" if kind == "Softmax" else "log_softmax"
+            b.vals[out] = b.activation(ins[0], act, act, where, axis=a.get("axis", -1))
+        elif kind == "Flatten":
+            x = ins[0]
+            if x.kind != "vec" or a.get("axis", 1) != 1:
+                raise ConversionError(f"{where}: flattening {_describe(x)}")
+            b.vals[out] = x
+        elif kind in ("LayerNormalization", "Conv"):
+            layer = "LayerNorm" if kind == "LayerNormalization" else "Conv1d"
+            raise ConversionError(f"{where}: gru_infer's description has no {layer} layer yet")
+        else:
+            raise ConversionError(f"{where}: {kind} on {[_describe(v) for v in ins if v]} is "
+                                  "not supported by the mapping")
+    return b.finish(list(g.outputs), source)
+
+
+def _fold_bias(b: _Builder, x: _Val, bias: np.ndarray, where: str) -> _Val:
+    """MatMul + Add(bias): the bias of the Dense the MatMul made."""
+    draft = next((d for d in b.nodes if x.ref and d.name == x.ref[0]), None)
+    bias = np.asarray(bias).reshape(-1)
+    if draft is None or draft.cls is not Dense or draft.kwargs.get("bias") is not None or \
+            bias.shape != (x.size,):
+        raise ConversionError(f"{where}: adding a constant to {_describe(x)} has no layer in "
+                              "gru_infer's description yet")
+    draft.kwargs["bias"] = np.asarray(bias, draft.kwargs["kernel"].dtype)
+    return x
+
+
+def _shape_op(kind: str, a: dict, ins: list, where: str) -> _Val:
+    """Ops on constants, shapes and zeros: initial states built in the graph."""
+    if any(v.kind == "zeros" for v in ins) or kind == "ConstantOfShape":
+        if kind == "ConstantOfShape":
+            fill = a.get("value")
+            if fill is not None and np.any(np.asarray(fill) != 0):
+                raise ConversionError(f"{where}: a constant of shape filled with {fill}")
+        if kind == "Expand" and ins[0].kind == "const" and np.any(ins[0].array != 0):
+            raise ConversionError(f"{where}: expanding a non-zero constant")
+        return _Val("zeros")
+    if kind == "Expand" and ins[0].kind == "const":
+        if np.any(ins[0].array != 0):
+            raise ConversionError(f"{where}: expanding a non-zero constant")
+        return _Val("zeros")
+    if all(v.kind == "const" for v in ins):
+        return _fold_constants(kind, a, [v.array for v in ins], where)
+    return _Val("shape")
+
+
+def _fold_constants(kind: str, a: dict, arrays: list, where: str) -> _Val:
+    if kind in ("Identity", "Cast"):
+        return _Val("const", array=arrays[0])
+    if kind == "Unsqueeze":
+        out = arrays[0]
+        axes = a.get("axes") if len(arrays) < 2 else ints(arrays[1])
+        for axis in sorted(axes):
+            out = np.expand_dims(out, axis)
+        return _Val("const", array=out)
+    if kind == "Concat":
+        return _Val("const", array=np.concatenate([np.atleast_1d(x) for x in arrays],
+                                                  axis=a["axis"]))
+    if kind in ("Add", "Sub", "Mul", "Div"):
+        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[kind]
+        return _Val("const", array=f(arrays[0], arrays[1]))
+    return _Val("shape")
+
+
+def _onnx_slice(b: _Builder, ins: list, where: str) -> _Val:
+    x = ins[0]
+    starts, ends = ints(const_of(ins[1], where)), ints(const_of(ins[2], where))
+    axes = ints(const_of(ins[3], where)) if len(ins) > 3 and ins[3] is not None \
+        else list(range(len(starts)))
+    steps = ints(const_of(ins[4], where)) if len(ins) > 4 and ins[4] is not None \
+        else [1] * len(starts)
+    if len(starts) != 1 or steps != [1]:
+        raise ConversionError(f"{where}: multi-axis or strided slices are not supported")
+    start, end, axis = starts[0], ends[0], axes[0]
+    if x.kind == "state_input" and axis == 0:
+        rows = x.rows[start:end] if x.rows else tuple(range(start, end))
+        return _Val("state_input", input_name=x.input_name, rows=tuple(rows))
+    letter = x.layout[axis] if x.layout and -len(x.layout) <= axis < len(x.layout) else "?"
+    if x.kind == "gru_y" and letter == "D":
+        if end - start != 1:
+            raise ConversionError(f"{where}: slicing directions {start}:{end}")
+        return _Val("gru_y1", layout=x.layout, size=x.size, layer=x.layer, direction=start,
+                    has_lengths=x.has_lengths)
+    if x.kind in ("seq", "dirseq") and letter == "T":
+        if start == -1 and end >= _BIG:
+            return _Val(x.kind, x.ref, x.layout.replace("T", "t"), x.size, x.layer,
+                        x.direction, has_lengths=x.has_lengths)  # t: one step, the last
+        if start == 0 and end == 1:
+            return _Val(x.kind, x.ref, x.layout.replace("T", "0"), x.size, x.layer,
+                        x.direction, has_lengths=x.has_lengths)  # 0: one step, the first
+    if start == 0 and end >= _BIG:
+        return x
+    raise ConversionError(f"{where}: slicing [{start}:{end}] on axis {letter} of {_describe(x)}")
+
+
+def _onnx_squeeze(b: _Builder, kind: str, a: dict, ins: list, where: str) -> _Val:
+    x = ins[0]
+    axes = a.get("axes") if len(ins) < 2 or ins[1] is None else ints(const_of(ins[1], where))
+    if axes is None or len(axes) != 1:
+        raise ConversionError(f"{where}: {kind} needs one explicit axis")
+    axis = axes[0]
+    if kind == "Unsqueeze":
+        raise ConversionError(f"{where}: unsqueezing {_describe(x)}")
+    letter = x.layout[axis] if -len(x.layout) <= axis < len(x.layout) else "?"
+    rest = x.layout[:axis % len(x.layout)] + x.layout[axis % len(x.layout) + 1:]
+    if x.kind == "gru_y" and letter == "D":
+        draft = b.recurrent[x.layer]
+        if len(draft.kwargs["cells"]) != 1:
+            raise ConversionError(f"{where}: squeezing the direction axis of a bidirectional "
+                                  "GRU's output")
+        return _Val("seq", (x.layer, 0), rest.replace("H", "F"), x.size, layer=x.layer,
+                    has_lengths=x.has_lengths)
+    if x.kind == "gru_y1" and letter == "D":
+        return _Val("dirseq", None, rest.replace("H", "F"), x.size, layer=x.layer,
+                    direction=x.direction, has_lengths=x.has_lengths)
+    if x.kind in ("seq", "dirseq") and letter == "t":
+        return b.last_step(_Val(x.kind, x.ref, x.layout.replace("t", "T"), x.size, x.layer,
+                                x.direction, has_lengths=x.has_lengths), where)
+    if x.kind in ("seq", "dirseq") and letter == "0":
+        return b.first_step(_Val(x.kind, x.ref, x.layout.replace("0", "T"), x.size, x.layer,
+                                 x.direction, has_lengths=x.has_lengths), where)
+    raise ConversionError(f"{where}: squeezing axis {letter} of {_describe(x)}")
+
+
+def _onnx_reshape(b: _Builder, ins: list, a: dict, where: str) -> _Val:
+    """Reshape of a GRU output (T, B, D, H) -> (T, B, D*H): the layer's sequence."""
+    x, shape = ins
+    if x.kind != "gru_y" or x.layout not in ("TBDH", "BTDH"):
+        raise ConversionError(f"{where}: reshaping {_describe(x)} is not supported")
+    D = len(b.recurrent[x.layer].kwargs["cells"])
+    if shape.kind == "const":
+        target = ints(shape.array)
+        if len(target) != 3 or target[2] not in (-1, D * x.size) or \
+                target[0] not in (0, -1) or target[1] not in (0, -1) or target[:2] == [-1, -1]:
+            raise ConversionError(f"{where}: reshaping to {target}")
+    elif shape.kind != "shape":
+        raise ConversionError(f"{where}: reshaping to {_describe(shape)}")
+    # A computed target (the dynamo exporter's Shape/Slice/Mul/Concat) is the same merge.
+    return _Val("seq", (x.layer, 0), x.layout[:2] + "F", D * x.size, layer=x.layer,
+                has_lengths=x.has_lengths)

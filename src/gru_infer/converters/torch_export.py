@@ -52,6 +52,16 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ConversionError, FormatError, GruInferError
+from ..spec.graph import ModelSpec
+from ..spec.layers import Embedding, compute_dtype
+from ._graph_to_spec import (
+    _BIG,
+    _Builder,
+    _describe,
+    _relayout,
+    _Val,
+    map_graph,
+)
 from ._opgraph import Op, OpGraph, Ref, ValueInfo
 from ._pickle import _DTYPE_BY_NAME, CheckpointError, MemoryBudget, TorchDType
 
@@ -868,3 +878,162 @@ class _Reader:
                     if isinstance(names, list) and all(isinstance(n, str) for n in names):
                         return names
         return None
+
+
+def convert_torch_export(path: str | os.PathLike[str], model_name: str | None = None):
+    """The ModelSpec of a ``torch.export.save`` archive (see _graph_to_spec)."""
+    graph = read_torch_export(path, model_name)
+    source = {"framework": "pytorch", "format": ".pt2 (torch.export)",
+              "file": os.path.basename(os.fspath(path)),
+              "version": graph.metadata.get("torch_version")}
+    try:
+        return torch_export_to_spec(graph, source)
+    except GruInferError as exc:
+        raise type(exc)(f"{os.fspath(path)}: {exc}") from exc
+
+# ---------------------------------------------------------------------------------------
+# Mapping onto a ModelSpec (see _graph_to_spec for the approach)
+# ---------------------------------------------------------------------------------------
+
+# =======================================================================================
+
+def torch_export_to_spec(graph: OpGraph, source: dict) -> ModelSpec:
+    """A ModelSpec from a torch.export OpGraph."""
+    return map_graph(_build_torch_export, graph, source)
+
+
+def _build_torch_export(b: _Builder, source: dict) -> ModelSpec:
+    g = b.graph
+    for info in g.inputs:
+        b.add_input(info.name, info.dtype, info.shape)
+    for op in g.ops:
+        where = f"{op.op} node {op.name!r}"
+        a = op.attrs
+
+        def arg(key, default=None, a=a):
+            return a.get(key, default)
+
+        def value(key, kinds=("seq", "vec"), where=where, a=a):
+            ref = a.get(key)
+            if not isinstance(ref, Ref):
+                raise ConversionError(f"{where}: argument {key!r} is not a tensor")
+            return b.tensor(ref.name, where, kinds)
+
+        kind = op.op
+        base = op.module or op.name
+        out = op.outputs[0] if op.outputs else ""
+        if kind == "aten.sym_size.int":
+            b.vals[out] = _Val("shape")
+        elif kind == "aten.zeros.default":
+            b.vals[out] = _Val("zeros")
+        elif kind == "aten.gru.input":
+            x = value("input", ("seq",))
+            hx = b.val(arg("hx").name, where)
+            if hx.kind == "seq" and hx.ref and hx.ref[0] in {i.name for i in b.inputs}:
+                name = hx.ref[0]  # the model input is a stacked h0, not a sequence
+                b.inputs = [i for i in b.inputs if i.name != name]
+                hx = _Val("state_input", input_name=name)
+            layers = gru_layers(op, g.constants)
+            layout_in = "BTF" if arg("batch_first") else "TBF"
+            states, offset = [], 0
+            for layer in layers:
+                D = 2 if layer.bidirectional else 1
+                cells = [{"W": layer.W[d], "R": layer.R[d],
+                          "B": None if layer.B is None else layer.B[d]} for d in range(D)]
+                initial = hx
+                if hx.kind == "state_input":
+                    initial = _Val("state_input", input_name=hx.input_name,
+                                   rows=tuple(range(offset, offset + D)))
+                offset += D
+                name = b.gru(f"{base}_l{layer.index}" if len(layers) > 1 else base, x, cells,
+                             layout_in, initial, None, where)
+                x = _Val("seq", (name, 0), layout_in, D * layer.hidden_size, layer=name)
+                states += [(name, d) for d in range(D)]
+            b.vals[op.outputs[0]] = x
+            b.vals[op.outputs[1]] = _Val("states", layout="SBH", states=tuple(states))
+        elif kind == "aten.select.int":
+            x = value("self", ("seq", "vec", "states"))
+            dim, index = arg("dim"), arg("index")
+            axis = x.layout[dim] if -len(x.layout) <= dim < len(x.layout) else "?"
+            if x.kind == "states" and axis == "S":
+                b.vals[out] = b.pick_state(x, index, where)
+            elif x.kind == "seq" and axis == "T" and index == -1:
+                b.vals[out] = b.last_step(x, where)
+            elif x.kind == "seq" and axis == "T" and index == 0:
+                b.vals[out] = b.first_step(x, where)
+            else:
+                raise ConversionError(f"{where}: selecting index {index} of axis {axis} of "
+                                      f"{_describe(x)} is not supported")
+        elif kind == "aten.slice.Tensor":
+            x = value("self", ("seq", "vec", "states"))
+            start, end, step = arg("start", 0) or 0, arg("end", _BIG), arg("step", 1)
+            if start != 0 or step != 1 or (end is not None and end < _BIG):
+                raise ConversionError(f"{where}: slicing [{start}:{end}:{step}] is not "
+                                      "supported (only whole axes)")
+            b.vals[out] = x
+        elif kind in ("aten.relu.default", "aten.sigmoid.default", "aten.tanh.default",
+                      "aten.hardsigmoid.default"):
+            names = {"aten.relu.default": "relu", "aten.sigmoid.default": "sigmoid",
+                     "aten.tanh.default": "tanh", "aten.hardsigmoid.default":
+                     "hard_sigmoid_keras3"}
+            b.vals[out] = b.activation(value("self"), names[kind], op.module or names[kind],
+                                       where)
+        elif kind in ("aten.softmax.int", "aten._softmax.default", "aten.log_softmax.int",
+                      "aten._log_softmax.default"):
+            act = "log_softmax" if "log" in kind else "softmax"
+            x = value("self")
+            b.vals[out] = b.activation(x, act, op.module or act, where, axis=arg("dim"))
+        elif kind == "aten.linear.default":
+            weight = b.const(arg("weight").name, where)
+            bias = arg("bias")
+            bias = None if bias is None else b.const(bias.name, where)
+            b.vals[out] = b.dense(value("input"), weight.T, bias, base, where)
+        elif kind == "aten.embedding.default":
+            tokens = value("indices", ("tokens",))
+            table = b.const(arg("weight").name, where)
+            name = b.add(Embedding, base, [tokens.ref],
+                         table=np.asarray(table, compute_dtype(table.dtype)))
+            b.vals[out] = _Val("seq", (name, 0), tokens.layout + "F", table.shape[1])
+        elif kind in ("aten.dropout.default", "aten.contiguous.default", "aten.clone.default"):
+            if kind == "aten.dropout.default" and arg("train"):
+                raise ConversionError(f"{where}: dropout in training mode")
+            b.vals[out] = b.val(op.inputs[0], where)
+        elif kind == "aten.cat.default":
+            values = [b.tensor(r.name, where) for r in arg("tensors")]
+            b.vals[out] = b.concat(values, arg("dim", 0), base + "_cat", where)
+        elif kind in ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor"):
+            other = arg("other")
+            if not isinstance(other, Ref) or other.name in g.constants or \
+                    arg("alpha", 1) != 1:
+                raise ConversionError(
+                    f"{where}: arithmetic with a constant ({other if not isinstance(other, Ref) else other.name!r}) "
+                    "has no layer in gru_infer's description yet")
+            op_name = {"aten.add.Tensor": "add", "aten.sub.Tensor": "subtract",
+                       "aten.mul.Tensor": "multiply"}[kind]
+            b.vals[out] = b.merge([value("self"), b.tensor(other.name, where)], op_name,
+                                  f"{base}_{op_name}", where)
+        elif kind in ("aten.permute.default", "aten.transpose.int"):
+            x = value("self", ("seq", "vec", "tokens"))
+            n = len(x.layout)
+            if kind == "aten.transpose.int":
+                d0, d1 = arg("dim0") % n, arg("dim1") % n
+                perm = list(range(n))
+                perm[d0], perm[d1] = perm[d1], perm[d0]
+            else:
+                perm = [d % n for d in arg("dims")]
+            b.vals[out] = _Val(x.kind, x.ref, _relayout(x.layout, perm, where), x.size,
+                               layer=x.layer)
+        elif kind in ("aten.flatten.using_ints", "aten.squeeze.dim", "aten.squeeze.dims",
+                      "aten.unsqueeze.default", "aten.view.default", "aten.reshape.default"):
+            x = value("self", ("seq", "vec"))
+            info = g.values.get(out)
+            before = g.values.get(op.inputs[0])
+            if info is None or before is None or info.shape != before.shape:
+                raise ConversionError(f"{where}: reshaping {_describe(x)} is not supported")
+            b.vals[out] = x
+        elif kind in ("aten.layer_norm.default", "aten.conv1d.default"):
+            layer = "LayerNorm" if "layer_norm" in kind else "Conv1d"
+            raise ConversionError(f"{where}: gru_infer's description has no {layer} layer yet")
+        else:
+            raise ConversionError(f"{where}: {kind} is not supported by the mapping")
+    return b.finish(list(g.outputs), source)
