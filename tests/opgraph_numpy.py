@@ -234,12 +234,14 @@ def _onnx_gru(gru, ins) -> list:
         h0 = None if h0 is None else h0
     elif h0 is not None:
         h0 = np.swapaxes(h0, 0, 1)                     # (B, D, H) -> (D, B, H)
-    activations = tuple(n.replace("hard_sigmoid_keras2", "hard_sigmoid") for n in
-                        (gru.gate_activation, gru.candidate_activation))
+    names = (gru.gate_activation, gru.candidate_activation)
+    version = next((n.rsplit("_", 1)[1] for n in names if n.startswith("hard_sigmoid_")),
+                   "keras3")
+    activations = tuple("hard_sigmoid" if n.startswith("hard_sigmoid_") else n for n in names)
     y, h_n = gru_reference(x, gru.W, gru.R, gru.B,
                            linear_before_reset=gru.linear_before_reset,
                            direction=gru.direction, activations=activations,
-                           hard_sigmoid="keras2", initial_state=h0, lengths=lens)
+                           hard_sigmoid=version, initial_state=h0, lengths=lens)
     batch, steps = x.shape[:2]
     y = y.reshape(batch, steps, D, H)                  # (B, T, D, H)
     if gru.layout == 0:

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import gru_infer
+
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from opgraph_numpy import evaluate  # noqa: E402
@@ -402,3 +404,88 @@ def test_op_list_reproduces_the_frameworks_outputs(name):
         for i, got in enumerate(outputs):
             np.testing.assert_allclose(got, arrays[f"y{i}{suffix}"], rtol=1e-5, atol=1e-5,
                                        err_msg=f"{name} output {i} check {index}")
+
+
+# -- conversion to a gru_infer model ----------------------------------------------------------
+
+REFUSED = {
+    # out[:, -1] of a bidirectional GRU: needs a time-step selection layer
+    "ts_bigru2_h0_softmax": "time-step selection layer",
+    "dynamo_bigru2_h0_softmax": "time-step selection layer",
+    "tf2onnx_gru_reset_before_seq": "Loop",
+}
+
+
+def run_converted(model, arrays: dict, input_names: list, suffix: str) -> list:
+    source = model.spec.source
+    feeds = {name: arrays[f"{name}{suffix}"] for name in input_names}
+    options = {}
+    if "initial_states_input" in source:
+        options["initial_states"] = feeds.pop(source["initial_states_input"])
+    if "lengths_input" in source:
+        options["lengths"] = feeds.pop(source["lengths_input"])
+    args = [feeds[i.name] for i in model.spec.inputs]
+    if source.get("state_outputs"):
+        outputs, states = model(*args, return_state=True, **options)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        return outputs + [np.concatenate(states)]
+    outputs = model(*args, **options)
+    return outputs if isinstance(outputs, list) else [outputs]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_converts_to_the_frameworks_numbers(name):
+    entry = MANIFEST[name]
+    path = FIXTURES / entry["onnx"]
+    if name in REFUSED:
+        with pytest.raises(ConversionError, match=REFUSED[name]):
+            gru_infer.convert(path)
+        return
+    model = gru_infer.convert(path)
+    assert model.spec.source["format"] == ".onnx"
+    arrays = npz(name)
+    for index in range(len(entry["checks"])):
+        suffix = "" if index == 0 else f"_{index}"
+        outputs = run_converted(model, arrays, entry["inputs"], suffix)
+        assert len(outputs) == len(entry["outputs"])
+        for i, got in enumerate(outputs):
+            np.testing.assert_allclose(got, arrays[f"y{i}{suffix}"], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{name} output {i} check {index}")
+
+
+def test_what_the_mapping_makes_of_exporter_glue():
+    packed = gru_infer.convert(FIXTURES / "ts_packed_lengths.onnx").spec
+    assert packed.source["lengths_input"] == "lengths"
+    assert packed.source["state_outputs"] == ["h_n"]
+    assert [i.name for i in packed.inputs] == ["x"] and not packed.time_major
+    every_step = gru_infer.convert(FIXTURES / "ts_gru2_every_step.onnx").spec
+    assert every_step.time_major  # x goes straight into a layout-0 GRU
+    assert [layer.kind for layer in every_step.layers] == ["gru", "gru", "dense"]
+    assert every_step.layers[2].activation == "sigmoid"  # MatMul + Add + Sigmoid: one Dense
+    keras = gru_infer.convert(FIXTURES / "tf2onnx_bigru.onnx").spec
+    gru = keras.layers[0]
+    assert gru.directions == 2 and gru.return_state and not gru.return_sequences
+
+
+def test_gru_attributes_reach_the_description(tmp_path):
+    path = gru_model(tmp_path, layout=1, linear_before_reset=0,
+                     activations=["HardSigmoid", "Softsign"], activation_alpha=[1 / 6],
+                     activation_beta=[0.5])
+    proto = onnx.load(str(path))  # output Y (B, T, 1, H) squeezed to (B, T, H)
+    proto.graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "axis"))
+    proto.graph.node.append(helper.make_node("Squeeze", ["Y", "axis"], ["Z"]))
+    del proto.graph.output[:]
+    proto.graph.output.append(helper.make_tensor_value_info("Z", TensorProto.FLOAT, None))
+    path.write_bytes(proto.SerializeToString())
+    model = gru_infer.convert(path)
+    (cell,) = model.spec.layers[0].cells
+    assert cell.linear_before_reset is False
+    assert cell.activations == ("hard_sigmoid_keras3", "softsign")
+    x = np.random.default_rng(1).normal(size=(2, 5, I)).astype(np.float32)
+    (y,) = evaluate(read_onnx(path), {"X": x})
+    np.testing.assert_allclose(model(x), y, rtol=1e-5, atol=1e-5)
+
+
+def test_reverse_direction_alone_is_refused(tmp_path):
+    with pytest.raises(ConversionError, match="reverse"):
+        gru_infer.convert(gru_model(tmp_path, direction="reverse", layout=1))

@@ -209,6 +209,34 @@ class NormalizedInput(nn.Module):
         return self.fc(out[:, -1]) * self.scale
 
 
+class BiFinalStates(nn.Module):
+    """2-layer bidirectional GRU -> fc(cat(h_n[-2], h_n[-1])): the last layer's final
+    states of both directions, the usual way to classify with a bidirectional GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        _, h_n = self.gru(x)
+        return self.fc(torch.cat([h_n[-2], h_n[-1]], dim=1))
+
+
+class BiEveryStep(nn.Module):
+    """Bidirectional GRU -> relu -> fc at every step, plus the sum of two heads (a merge)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 5, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(10, 3)
+        self.skip = nn.Linear(10, 3)
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.fc(torch.relu(out)) + self.skip(out)
+
+
 class InitialState(nn.Module):
     """GRU with the initial state as a second input; returns out and h_n."""
 
@@ -364,6 +392,15 @@ def make_export_fixtures() -> None:
         notes="inv_std and scale are not in state_dict(): the .pt2 carries them (constants "
               "config), so only the .pt2 converts")
     export_fixture(
+        "bigru2_final_states", BiFinalStates(), {"x": rand(2, 6, 4)}, {"x": 0},
+        ["gru", "final_state", "fc"],
+        "2-layer bidirectional GRU(4, 6, batch_first) -> fc(cat(h_n[-2], h_n[-1]))",
+        {"x": rand(3, 6, 4)}, seed=12)
+    export_fixture(
+        "bigru_every_step_merge", BiEveryStep(), {"x": rand(2, 5, 4)}, {"x": 0}, None,
+        "bidirectional GRU(4, 5, batch_first) -> fc(relu(out)) + skip(out) at every step",
+        {"x": rand(3, 5, 4)}, seed=13, notes="a merge of two heads: only the .pt2 says so")
+    export_fixture(
         "initial_state", InitialState(), {"x": rand(2, 5, 4), "h0": rand(1, 2, 6)},
         {"x": 0, "h0": 1}, ["gru"],
         "GRU(4, 6, batch_first) with h0 as a second input; outputs out and h_n",
@@ -413,6 +450,19 @@ class OnnxPacked(nn.Module):
         out, h_n = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, h_n
+
+
+class OnnxBiFinalStates(nn.Module):
+    """Bidirectional GRU -> sigmoid(fc(cat(h_n[0], h_n[1]))), time-major."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(5, 6, bidirectional=True)
+        self.fc = nn.Linear(12, 2)
+
+    def forward(self, x):
+        _, h_n = self.gru(x)
+        return torch.sigmoid(self.fc(torch.cat([h_n[0], h_n[1]], dim=1)))
 
 
 class OnnxEmbedding(nn.Module):
@@ -546,6 +596,13 @@ def make_onnx_fixtures() -> None:
         description="token ids -> Embedding(16, 5) (Gather) -> GRU(5, 6, batch_first) -> "
                     "tanh(out[:, -1]) -> fc -> log_softmax",
         seed=24)
+    onnx_fixture(
+        "ts_bigru_final_states", OnnxBiFinalStates(), {"x": rand(5, 2, 5)},
+        [{"x": rand(7, 3, 5)}, {"x": rand(3, 1, 5)}], ["y"], dynamo=False,
+        dynamic_axes={"x": {0: "time", 1: "batch"}, "y": {0: "batch"}},
+        description="bidirectional GRU(5, 6), time-major -> sigmoid(fc(cat(h_n[0], h_n[1]))) "
+                    "(Y_h -> Gather -> Concat -> Gemm -> Sigmoid)",
+        seed=25)
     onnx_fixture(
         "dynamo_bigru2_h0_softmax", OnnxBiGruH0(), {"x": rand(2, 5, 4), "h0": rand(4, 2, 6)},
         [{"x": rand(3, 5, 4), "h0": rand(4, 3, 6)}], ["y", "h_n"], dynamo=True,

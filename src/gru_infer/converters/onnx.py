@@ -649,7 +649,7 @@ def _build_onnx(b: _Builder, source: dict) -> ModelSpec:
                 b.vals[out] = _Val("states", layout=ins[0].layout,
                                    states=tuple(s for v in ins for s in v.states))
             else:
-                b.vals[out] = b.concat(ins, axis, (base or "concat") + "_cat", where)
+                b.vals[out] = b.concat(ins, axis, "concatenate", where)
         elif kind == "Gemm":
             x, weight = ins[0], ins[1]
             if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
@@ -672,7 +672,7 @@ def _build_onnx(b: _Builder, source: dict) -> ModelSpec:
                 b.vals[out] = _fold_bias(b, tensors[0], consts[0].array, where)
             elif not consts:
                 op_name = {"Add": "add", "Sub": "subtract", "Mul": "multiply"}[kind]
-                b.vals[out] = b.merge(ins, op_name, f"{base or op_name}_{op_name}", where)
+                b.vals[out] = b.merge(ins, op_name, op_name, where)
             else:
                 raise ConversionError(f"{where}: arithmetic with a constant has no layer in "
                                       "gru_infer's description yet")

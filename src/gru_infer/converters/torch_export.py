@@ -1000,7 +1000,7 @@ def _build_torch_export(b: _Builder, source: dict) -> ModelSpec:
             b.vals[out] = b.val(op.inputs[0], where)
         elif kind == "aten.cat.default":
             values = [b.tensor(r.name, where) for r in arg("tensors")]
-            b.vals[out] = b.concat(values, arg("dim", 0), base + "_cat", where)
+            b.vals[out] = b.concat(values, arg("dim", 0), op.module or "concatenate", where)
         elif kind in ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor"):
             other = arg("other")
             if not isinstance(other, Ref) or other.name in g.constants or \
@@ -1011,7 +1011,7 @@ def _build_torch_export(b: _Builder, source: dict) -> ModelSpec:
             op_name = {"aten.add.Tensor": "add", "aten.sub.Tensor": "subtract",
                        "aten.mul.Tensor": "multiply"}[kind]
             b.vals[out] = b.merge([value("self"), b.tensor(other.name, where)], op_name,
-                                  f"{base}_{op_name}", where)
+                                  op.module or op_name, where)
         elif kind in ("aten.permute.default", "aten.transpose.int"):
             x = value("self", ("seq", "vec", "tokens"))
             n = len(x.layout)
