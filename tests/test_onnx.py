@@ -489,3 +489,18 @@ def test_gru_attributes_reach_the_description(tmp_path):
 def test_reverse_direction_alone_is_refused(tmp_path):
     with pytest.raises(ConversionError, match="reverse"):
         gru_infer.convert(gru_model(tmp_path, direction="reverse", layout=1))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flips=st.lists(st.tuples(st.integers(0, len(SMALL) - 1), st.integers(0, 7)),
+                      min_size=1, max_size=3))
+def test_converting_damaged_models_raises_only_project_errors(tmp_path_factory, flips):
+    data = bytearray(SMALL)
+    for position, bit in flips:
+        data[position] ^= 1 << bit
+    path = tmp_path_factory.mktemp("convert") / "flip.onnx"
+    path.write_bytes(bytes(data))
+    try:
+        gru_infer.convert(path)
+    except PROJECT_ERRORS:
+        pass

@@ -548,3 +548,24 @@ def test_state_dict_beside_the_archive_converts_with_the_recorded_forward():
     model = gru_infer.convert(FIXTURES / "every_step_sigmoid_sd.pt",
                               head_activation="sigmoid")
     np.testing.assert_allclose(model(arrays["x"]), arrays["y"], rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_converting_mangled_programs_raises_only_project_errors(tmp_path_factory, data):
+    """Change one argument of one node (a dim, an index, a flag, a name) and convert."""
+    root, records = records_of("bigru2_final_states")
+    document = json.loads(records[f"{root}models/model.json"])
+    nodes = document["graph_module"]["graph"]["nodes"]
+    node = data.draw(st.sampled_from(nodes))
+    argument = data.draw(st.sampled_from(node["inputs"]))
+    argument["arg"] = data.draw(st.sampled_from([
+        {"as_int": data.draw(st.integers(-3, 3))}, {"as_bool": data.draw(st.booleans())},
+        {"as_none": True}, {"as_ints": [0, 2, 1]}, {"as_float": 0.5},
+        {"as_tensor": {"name": data.draw(st.sampled_from(["x", "getitem", "zeros"]))}}]))
+    records[f"{root}models/model.json"] = json.dumps(document).encode()
+    path = write_zip(tmp_path_factory.mktemp("convert") / "m.pt2", records)
+    try:
+        gru_infer.convert(path)
+    except PROJECT_ERRORS:
+        pass

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConversionError
+from ..errors import ConversionError, GruInferError
 from ..spec.graph import Input, ModelSpec, Node
 from ..spec.layers import (
     Activation,
@@ -385,9 +385,16 @@ def _relayout(layout: str, perm: list[int], where: str) -> str:
 def map_graph(build, graph: OpGraph, source: dict) -> ModelSpec:
     """build(builder, source) batch-first, or time-major when the inputs turn out so."""
     try:
-        return build(_Builder(graph, time_major=False), source)
-    except _Retry:
-        return build(_Builder(graph, time_major=True), source)
+        try:
+            return build(_Builder(graph, time_major=False), source)
+        except _Retry:
+            return build(_Builder(graph, time_major=True), source)
+    except GruInferError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        # An op whose arguments the checked list allows but the mapping does not expect.
+        raise ConversionError(f"cannot map the graph onto gru_infer layers "
+                              f"({type(exc).__name__}: {exc})") from exc
 
 
 def ints(array: np.ndarray) -> list[int]:

@@ -224,6 +224,12 @@ def _text(raw: bytes, where: str) -> str:
         raise FormatError(f"{where}: string is not UTF-8") from None
 
 
+def _plain_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _value_info(proto: Any) -> ValueInfo:
     kind = proto.type.WhichOneof("value")
     if kind != "tensor_type":
@@ -448,9 +454,10 @@ class _Reader:
         metadata = {
             "ir_version": int(model.ir_version),
             "opset_version": opsets,
-            "producer_name": model.producer_name,
-            "producer_version": model.producer_version,
-            "graph_name": graph.name,
+            # Damaged files can carry non-UTF-8 bytes in string fields.
+            "producer_name": _plain_text(model.producer_name),
+            "producer_version": _plain_text(model.producer_version),
+            "graph_name": _plain_text(graph.name),
         }
         result = OpGraph("onnx", inputs, outputs, ops, constants, sources, values,
                          metadata).check()
