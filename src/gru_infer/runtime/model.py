@@ -330,7 +330,8 @@ def check_input(spec_input: Input, value, time_major: bool, named: bool) -> np.n
     # The declared time axis is not enforced: Keras models declared with a
     # fixed length run on other lengths, and a stream runs one step at a
     # time; layers that need the declared length (Flatten) say so themselves.
-    expected = (None, None) + spec_input.shape[1:]
+    sequence = spec_input.token_ids or len(spec_input.shape) >= 2
+    expected = (None, None) + spec_input.shape[1:] if sequence else (None,) + spec_input.shape
     if time_major and x.ndim == len(expected):
         x = x.swapaxes(0, 1)
     if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape)):
@@ -388,7 +389,7 @@ class Stream:
         self.batch_size = batch_size
         self.num_threads = resolve_num_threads(num_threads)
         self._states: dict = {}
-        self._lock = threading.Lock()
+        self._lock = _runtime()._core.Lock()
         self._programs: dict = {}
         step = self._compiled(1)
         inputs = model.spec.inputs
@@ -396,10 +397,11 @@ class Stream:
         declared = {i.name: (None,) + i.shape[1:] for i in inputs}
         self._sequence_outputs = [shape[:1] == (None,)
                                   for shape in model.spec.output_shapes(declared)]
-        if len(inputs) == 1 and len(model.spec.outputs) == 1:
+        if len(inputs) == 1:
             shape = (batch_size,) + tuple(step.inputs[inputs[0].name].shape[2:])
-            output = step.outputs[0][:, 0] if self._sequence_outputs[0] else step.outputs[0]
-            step.program.bind_step(self._lock, shape, self._convert_step, output)
+            outputs = [o[:, 0] if sequence else o
+                       for o, sequence in zip(step.outputs, self._sequence_outputs)]
+            step.program.bind_step(self._lock, shape, self._convert_step, outputs)
             self.step = step.program.step  # the hot path: one call into compiled code
 
     def __reduce__(self):

@@ -10,7 +10,6 @@ stream is a program at time 1 whose GRU ops read and write kept states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -29,26 +28,14 @@ from ..spec.layers import (
     ReduceAny,
 )
 from . import _core
-
-
-@dataclass
-class Value:
-    buffer: np.ndarray  # (batch, ...) in the call's shape
-    mask: Optional[np.ndarray] = None  # (batch, time) uint8, Keras semantics
+from .extra_ops import EXTRA_BUILDERS, numpy_activation
+from .values import Value
 
 
 def _core_code(name: str):
     """The core's code for a table activation, or None (NumPy runs it)."""
     info = activations.ACTIVATIONS[name]
     return _core.activation_code(name) if info.core else None
-
-
-def _numpy_activation(name: str, buffer: np.ndarray):
-    function = activations.ACTIVATIONS[name].function
-
-    def run():
-        np.copyto(buffer, function(buffer), casting="unsafe")
-    return _core.PyOp(run)
 
 
 # -- GRU -----------------------------------------------------------------------------
@@ -135,7 +122,7 @@ def build_dense(layer: Dense, inputs: list, b) -> list:
     dense = b.packed_dense(layer, code if code is not None else _core.activation_code("linear"))
     b.add(_core.DenseOp(dense, x.buffer, out))
     if code is None:
-        b.add(_numpy_activation(layer.activation, out))
+        b.add(numpy_activation(layer.activation, out))
     return [Value(out, x.mask)]
 
 
@@ -147,7 +134,7 @@ def build_activation(layer: Activation, inputs: list, b) -> list:
         b.add(_core.ActivationOp(x.buffer, out, code))
     else:
         b.add(_core.CopyOp(x.buffer, out))
-        b.add(_numpy_activation(layer.activation, out))
+        b.add(numpy_activation(layer.activation, out))
     return [Value(out, x.mask)]
 
 
@@ -246,4 +233,5 @@ BUILDERS = {
     "any": build_any,
     "merge": build_merge,
     "concatenate": build_concatenate,
+    **EXTRA_BUILDERS,
 }

@@ -546,11 +546,5 @@ class Concatenate(Layer):
         return [tuple(rest[:axis]) + (joined,) + tuple(rest[axis:])]
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (Recurrent, Dense, Activation, Identity, Masking,
-                                         NotEqual, ReduceAny, Embedding, Merge, Concatenate)}
-
-
-def register(cls):
-    """Add a layer kind to LAYER_KINDS (a decorator for new kinds)."""
-    LAYER_KINDS[cls.kind] = cls
-    return cls
+CORE_LAYERS = (Recurrent, Dense, Activation, Identity, Masking, NotEqual, ReduceAny, Embedding,
+               Merge, Concatenate)
