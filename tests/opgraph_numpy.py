@@ -220,6 +220,18 @@ def _run_onnx(op, env, graph) -> list:
         return [_softmax(ins[0], a.get("axis", -1))]
     if kind == "LogSoftmax":
         return [_log_softmax(ins[0], a.get("axis", -1))]
+    if kind == "Conv":
+        pads = a.get("pads", [0, 0])
+        assert pads[0] == pads[1]
+        return [_conv1d(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                        a.get("strides", [1])[0], pads[0], a.get("dilations", [1])[0],
+                        a.get("group", 1))]
+    if kind == "LayerNormalization":
+        x = ins[0]
+        mean = x.mean(axis=-1, keepdims=True)
+        var = x.var(axis=-1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + a.get("epsilon", 1e-5)) * ins[1]
+        return [y + ins[2] if len(ins) > 2 and ins[2] is not None else y]
     if kind == "Flatten":
         axis = a.get("axis", 1) % max(ins[0].ndim, 1)
         return [ins[0].reshape(math.prod(ins[0].shape[:axis]), -1)]

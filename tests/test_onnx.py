@@ -409,9 +409,6 @@ def test_op_list_reproduces_the_frameworks_outputs(name):
 # -- conversion to a gru_infer model ----------------------------------------------------------
 
 REFUSED = {
-    # out[:, -1] of a bidirectional GRU: needs a time-step selection layer
-    "ts_bigru2_h0_softmax": "time-step selection layer",
-    "dynamo_bigru2_h0_softmax": "time-step selection layer",
     "tf2onnx_gru_reset_before_seq": "Loop",
 }
 

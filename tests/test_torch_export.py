@@ -469,9 +469,6 @@ def test_malformed_gru_params_are_refused(tmp_path):
 
 # What gru_infer's description cannot express yet, and the reason it gives.
 REFUSED = {
-    "bigru2_timemajor": "time-step selection layer",   # out[-1] of a bidirectional GRU
-    "conv_front": "no Conv1d layer",
-    "layernorm_dropout": "no LayerNorm layer",
     "buffers_constants": "arithmetic with a constant",  # (x - mean) * inv_std
 }
 
@@ -519,6 +516,11 @@ def test_converted_model_layers(tmp_path):
     assert (gru.kind, relu.kind, fc.kind) == ("gru", "activation", "dense")
     assert gru.return_sequences is False and gru.return_state is False  # last step only
     assert relu.activation == "relu" and fc.activation == "linear"
+    bidirectional = gru_infer.convert(FIXTURES / "bigru2_timemajor.pt2").spec
+    assert bidirectional.time_major and bidirectional.layers[2].kind == "select"  # out[-1]
+    conv = gru_infer.convert(FIXTURES / "conv_front.pt2").spec
+    assert [layer.kind for layer in conv.layers] == ["conv1d", "gru", "dense"]
+    assert conv.layers[0].activation == "relu" and conv.layers[0].padding == (1, 1)
     softmax = gru_infer.convert(FIXTURES / "softmax_head.pt2")
     assert [layer.kind for layer in softmax.spec.layers] == ["gru", "dense"]
     assert softmax.spec.layers[1].activation == "softmax"  # folded into the Dense
@@ -541,13 +543,23 @@ def test_options_that_do_not_apply_are_refused():
     assert model.spec.layers
 
 
-def test_state_dict_beside_the_archive_converts_with_the_recorded_forward():
-    """The state dicts are for convert(..., forward=[...]) (another engineer's option);
-    until it exists, the plain state-dict converter agrees where it can guess."""
-    arrays = npz("every_step_sigmoid")
-    model = gru_infer.convert(FIXTURES / "every_step_sigmoid_sd.pt",
-                              head_activation="sigmoid")
-    np.testing.assert_allclose(model(arrays["x"]), arrays["y"], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("name", [n for n in NAMES if MANIFEST[n]["forward"]])
+def test_state_dict_with_the_recorded_forward_gives_the_same_numbers(name):
+    """The state dict saved beside each archive, converted with the forward= list the
+    manifest records, computes what the archive computes."""
+    entry = MANIFEST[name]
+    arrays = npz(name)
+    options = {"forward": entry["forward"]}
+    if name == "bigru2_timemajor":
+        options["batch_first"] = False
+    model = gru_infer.convert(FIXTURES / entry["state_dict"], **options)
+    feeds = [arrays[key] for key in entry["inputs"]]
+    if name == "initial_state":
+        out = model(feeds[0], initial_states=feeds[1])
+    else:
+        out = model(*feeds)
+    out = out[0] if isinstance(out, list) else out
+    np.testing.assert_allclose(out, arrays[entry["outputs"][0]], rtol=1e-5, atol=1e-5)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -393,7 +393,7 @@ def make_export_fixtures() -> None:
               "config), so only the .pt2 converts")
     export_fixture(
         "bigru2_final_states", BiFinalStates(), {"x": rand(2, 6, 4)}, {"x": 0},
-        ["gru", "final_state", "fc"],
+        ["gru", "final_states", "fc"],
         "2-layer bidirectional GRU(4, 6, batch_first) -> fc(cat(h_n[-2], h_n[-1]))",
         {"x": rand(3, 6, 4)}, seed=12)
     export_fixture(
@@ -463,6 +463,22 @@ class OnnxBiFinalStates(nn.Module):
     def forward(self, x):
         _, h_n = self.gru(x)
         return torch.sigmoid(self.fc(torch.cat([h_n[0], h_n[1]], dim=1)))
+
+
+class OnnxConvNorm(nn.Module):
+    """Conv1d front end (permutes), GRU, LayerNorm, fc at every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, kernel_size=3, padding=1)
+        self.gru = nn.GRU(6, 8, batch_first=True)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        c = torch.relu(self.conv(x.permute(0, 2, 1))).permute(0, 2, 1)
+        out, _ = self.gru(c)
+        return self.fc(self.ln(out))
 
 
 class OnnxEmbedding(nn.Module):
@@ -603,6 +619,13 @@ def make_onnx_fixtures() -> None:
         description="bidirectional GRU(5, 6), time-major -> sigmoid(fc(cat(h_n[0], h_n[1]))) "
                     "(Y_h -> Gather -> Concat -> Gemm -> Sigmoid)",
         seed=25)
+    onnx_fixture(
+        "ts_conv_layernorm", OnnxConvNorm(), {"x": rand(2, 6, 4)},
+        [{"x": rand(3, 9, 4)}], ["y"], dynamo=False,
+        dynamic_axes={"x": {0: "batch", 1: "time"}, "y": {0: "batch", 1: "time"}},
+        description="x -> Transpose -> Conv(4->6, k=3, pads 1) -> Relu -> Transpose -> GRU(6, 8) "
+                    "-> LayerNormalization -> MatMul + Add at every step",
+        seed=26)
     onnx_fixture(
         "dynamo_bigru2_h0_softmax", OnnxBiGruH0(), {"x": rand(2, 5, 4), "h0": rand(4, 2, 6)},
         [{"x": rand(3, 5, 4), "h0": rand(4, 3, 6)}], ["y", "h_n"], dynamo=True,

@@ -20,11 +20,13 @@ step of a one-direction output and h_n[k] both become final states, which is
 exact.  A post-pass turns off sequences nobody reads and folds activations
 into the Dense before them.
 
-What the description cannot say yet is refused with the reason: the last
-time step of a bidirectional output (it mixes the forward final state with
-the backward direction's *first* step: that needs a time-step selection
-layer), LayerNorm, Conv1d, arithmetic with constants, a lone reverse
-direction.  Initial states and lengths that come from model inputs become
+The last step of a one-direction output and the h_n picks become final
+states (exact, and a stream can run them); other time-step picks (out[:, -1]
+of a bidirectional GRU, which joins the forward final state with the
+backward direction's *first* step) become Select layers.  What the
+description cannot say yet is refused with the reason: arithmetic with
+constant tensors (a normalisation written as (x - mean) * inv_std), a lone
+reverse direction, reshapes that are not layout changes.  Initial states and lengths that come from model inputs become
 call arguments (``model(x, initial_states=h0, lengths=lengths)``), recorded in
 ``spec.source``; h_n outputs are left to ``return_state=True``.
 """
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConversionError, GruInferError
+from ..spec.extra_layers import Conv1D, LayerNormalization, Select
 from ..spec.graph import Input, ModelSpec, Node
 from ..spec.layers import (
     Activation,
@@ -230,31 +233,59 @@ class _Builder:
         return name
 
     def last_step(self, x: _Val, where: str) -> _Val:
-        """x[:, -1] (time axis) of a sequence: a final state when exact."""
-        if x.kind == "dirseq":
-            direction, layer = x.direction, x.layer
-        elif x.kind == "seq" and x.layer and len(self.recurrent[x.layer].kwargs["cells"]) == 1:
-            direction, layer = 0, x.layer
-        else:
-            raise ConversionError(
-                f"{where}: the last time step of {_describe(x)}: gru_infer's description has "
-                "no time-step selection layer yet (for a bidirectional GRU, out[:, -1] joins "
-                "the forward final state with the backward direction's first step); use "
-                "h_n (torch.cat([h_n[-2], h_n[-1]], 1)) or return_sequences instead")
-        if direction == 1:
-            raise ConversionError(f"{where}: the last time step of a backward direction is its "
-                                  "first processed step: needs a time-step selection layer")
-        if x.has_lengths:
-            raise ConversionError(f"{where}: with lengths, the last time step is padding for "
-                                  "short rows, not a state: not supported")
-        return _Val("vec", self.state_ref(layer, 0), "BF", x.size)
+        """x[:, -1] (time axis) of a sequence: the GRU's final state when that is exact
+        (one direction, no lengths: a stream can then run it), else a Select layer."""
+        exact = not x.has_lengths and (
+            (x.kind == "dirseq" and x.direction == 0)
+            or (x.kind == "seq" and x.layer and len(self.recurrent[x.layer].kwargs["cells"]) == 1))
+        if exact:
+            return _Val("vec", self.state_ref(x.layer, 0), "BF", x.size)
+        return self.select_step(x, -1, where)
 
     def first_step(self, x: _Val, where: str) -> _Val:
-        """x[:, 0] of a backward direction's sequence: its final state."""
+        """x[:, 0]: a backward direction's final state, else a Select layer."""
         if x.kind == "dirseq" and x.direction == 1 and not x.has_lengths:
             return _Val("vec", self.state_ref(x.layer, 1), "BF", x.size)
-        raise ConversionError(f"{where}: the first time step of {_describe(x)}: needs a "
-                              "time-step selection layer, which gru_infer does not have yet")
+        return self.select_step(x, 0, where)
+
+    def select_step(self, x: _Val, index: int, where: str) -> _Val:
+        if x.kind != "seq" or x.ref is None:
+            raise ConversionError(f"{where}: picking time step {index} of {_describe(x)} is "
+                                  "not supported")
+        name = self.add(Select, "last_step" if index == -1 else f"step_{index}", [x.ref],
+                        axis=0, index=index)
+        return _Val("vec", (name, 0), "BF", x.size)
+
+    def layer_norm(self, x: _Val, gamma, beta, epsilon: float, base: str, where: str) -> _Val:
+        if x.kind not in ("seq", "vec") or x.layout[-1] != "F":
+            raise ConversionError(f"{where}: normalising {_describe(x)} over its last axis")
+        for array in (gamma, beta):
+            if array is not None and np.size(array) != x.size:
+                raise ConversionError(f"{where}: normalisation weights of {np.size(array)} "
+                                      f"values for {x.size} features")
+        dtype = compute_dtype((gamma if gamma is not None else np.float32(0)).dtype)
+        name = self.add(LayerNormalization, base, [x.ref], epsilon=float(epsilon), size=x.size,
+                        gamma=None if gamma is None else np.asarray(gamma, dtype),
+                        beta=None if beta is None else np.asarray(beta, dtype))
+        return _Val(x.kind, (name, 0), x.layout, x.size)
+
+    def conv1d(self, x: _Val, weight: np.ndarray, bias, stride: int, padding, dilation: int,
+               groups: int, base: str, where: str) -> _Val:
+        """A PyTorch/ONNX 1-D convolution over (batch, channels, time): weight
+        (out, in / groups, kernel)."""
+        if x.kind != "seq" or x.layout != "BFT":
+            raise ConversionError(f"{where}: a 1-D convolution over {_describe(x)}; gru_infer "
+                                  "convolves (batch, channels, time) over time")
+        if weight.ndim != 3 or weight.shape[1] * groups != x.size:
+            raise ConversionError(f"{where}: convolution weight {weight.shape} with groups "
+                                  f"{groups} for {x.size} channels")
+        dtype = compute_dtype(weight.dtype)
+        name = self.add(Conv1D, base, [x.ref],
+                        kernel=np.ascontiguousarray(np.transpose(weight, (2, 1, 0)), dtype),
+                        bias=None if bias is None else np.asarray(bias, dtype),
+                        strides=int(stride), padding=padding, dilation=int(dilation),
+                        groups=int(groups))
+        return _Val("seq", (name, 0), "BFT", weight.shape[0])
 
     def pick_state(self, states: _Val, index: int, where: str) -> _Val:
         if not -len(states.states) <= index < len(states.states):
@@ -325,14 +356,14 @@ class _Builder:
         return readers
 
     def _fuse_activations(self, refs: list) -> None:
-        """Dense -> Activation with nothing else reading the Dense: one Dense."""
+        """Dense (or Conv1D) -> Activation with nothing else reading it: one layer."""
         readers = self._readers(refs)
         for draft in list(self.nodes):
             if draft.cls is not Activation:
                 continue
             source = tuple(draft.inputs[0])
             producer = next((d for d in self.nodes if d.name == source[0]), None)
-            if producer is None or producer.cls is not Dense or \
+            if producer is None or producer.cls not in (Dense, Conv1D) or \
                     producer.kwargs.get("activation", "linear") != "linear" or \
                     len(readers.get(source, [])) != 1:
                 continue

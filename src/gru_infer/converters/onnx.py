@@ -700,9 +700,26 @@ def _build_onnx(b: _Builder, source: dict) -> ModelSpec:
             if x.kind != "vec" or a.get("axis", 1) != 1:
                 raise ConversionError(f"{where}: flattening {_describe(x)}")
             b.vals[out] = x
-        elif kind in ("LayerNormalization", "Conv"):
-            layer = "LayerNorm" if kind == "LayerNormalization" else "Conv1d"
-            raise ConversionError(f"{where}: gru_infer's description has no {layer} layer yet")
+        elif kind == "LayerNormalization":
+            x = ins[0]
+            if a.get("axis", -1) not in (-1, len(x.layout) - 1) or \
+                    any(v is not None and v.kind != "const" for v in ins[1:]):
+                raise ConversionError(f"{where}: normalising over axis {a.get('axis')}; "
+                                      "gru_infer normalises over the features")
+            beta = ins[2].array if len(ins) > 2 and ins[2] is not None else None
+            b.vals[out] = b.layer_norm(x, ins[1].array, beta, a.get("epsilon", 1e-5),
+                                       base or "layer_norm", where)
+        elif kind == "Conv":
+            x, weight = ins[0], ins[1]
+            pads = a.get("pads", [0, 0])
+            if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or len(pads) != 2 or \
+                    weight.kind != "const" or weight.array.ndim != 3:
+                raise ConversionError(f"{where}: only 1-D convolutions with explicit pads and "
+                                      "stored weights are supported")
+            bias = ins[2].array if len(ins) > 2 and ins[2] is not None else None
+            b.vals[out] = b.conv1d(x, weight.array, bias, a.get("strides", [1])[0],
+                                   (pads[0], pads[1]), a.get("dilations", [1])[0],
+                                   a.get("group", 1), base or "conv", where)
         else:
             raise ConversionError(f"{where}: {kind} on {[_describe(v) for v in ins if v]} is "
                                   "not supported by the mapping")

@@ -1031,9 +1031,24 @@ def _build_torch_export(b: _Builder, source: dict) -> ModelSpec:
             if info is None or before is None or info.shape != before.shape:
                 raise ConversionError(f"{where}: reshaping {_describe(x)} is not supported")
             b.vals[out] = x
-        elif kind in ("aten.layer_norm.default", "aten.conv1d.default"):
-            layer = "LayerNorm" if "layer_norm" in kind else "Conv1d"
-            raise ConversionError(f"{where}: gru_infer's description has no {layer} layer yet")
+        elif kind == "aten.layer_norm.default":
+            x = value("input")
+            if list(arg("normalized_shape")) != [x.size]:
+                raise ConversionError(f"{where}: normalising over {arg('normalized_shape')}; "
+                                      "gru_infer normalises over the features")
+            gamma, beta = arg("weight"), arg("bias")
+            b.vals[out] = b.layer_norm(
+                x, None if gamma is None else b.const(gamma.name, where),
+                None if beta is None else b.const(beta.name, where), arg("eps", 1e-5),
+                base, where)
+        elif kind == "aten.conv1d.default":
+            bias = arg("bias")
+            padding = arg("padding", [0])
+            padding = (padding[0], padding[0])
+            b.vals[out] = b.conv1d(value("input"), b.const(arg("weight").name, where),
+                                   None if bias is None else b.const(bias.name, where),
+                                   arg("stride", [1])[0], padding, arg("dilation", [1])[0],
+                                   arg("groups", 1), base, where)
         else:
             raise ConversionError(f"{where}: {kind} is not supported by the mapping")
     return b.finish(list(g.outputs), source)
