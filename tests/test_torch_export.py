@@ -468,9 +468,7 @@ def test_malformed_gru_params_are_refused(tmp_path):
 # -- conversion to a gru_infer model ----------------------------------------------------------
 
 # What gru_infer's description cannot express yet, and the reason it gives.
-REFUSED = {
-    "buffers_constants": "arithmetic with a constant",  # (x - mean) * inv_std
-}
+REFUSED: dict[str, str] = {}
 
 
 def run_converted(model, arrays: dict, input_names: list) -> list:
@@ -518,6 +516,10 @@ def test_converted_model_layers(tmp_path):
     assert relu.activation == "relu" and fc.activation == "linear"
     bidirectional = gru_infer.convert(FIXTURES / "bigru2_timemajor.pt2").spec
     assert bidirectional.time_major and bidirectional.layers[2].kind == "select"  # out[-1]
+    normalised = gru_infer.convert(FIXTURES / "buffers_constants.pt2").spec
+    kinds = [layer.kind for layer in normalised.layers]
+    assert kinds == ["batch_normalization", "batch_normalization", "gru", "dense",
+                     "batch_normalization"]  # (x - mean) * inv_std, then * scale
     conv = gru_infer.convert(FIXTURES / "conv_front.pt2").spec
     assert [layer.kind for layer in conv.layers] == ["conv1d", "gru", "dense"]
     assert conv.layers[0].activation == "relu" and conv.layers[0].padding == (1, 1)

@@ -24,10 +24,13 @@ The last step of a one-direction output and the h_n picks become final
 states (exact, and a stream can run them); other time-step picks (out[:, -1]
 of a bidirectional GRU, which joins the forward final state with the
 backward direction's *first* step) become Select layers.  What the
-description cannot say yet is refused with the reason: arithmetic with
-constant tensors (a normalisation written as (x - mean) * inv_std), a lone
-reverse direction, reshapes that are not layout changes.  Initial states and lengths that come from model inputs become
-call arguments (``model(x, initial_states=h0, lengths=lengths)``), recorded in
+description cannot say yet is refused with the reason: a lone reverse
+direction, reshapes that are not layout changes, ...  Arithmetic with a
+constant per feature (a normalisation written as (x - mean) * inv_std)
+becomes a BatchNormalization layer with variance 1 and epsilon 0.
+
+Initial states and lengths that come from model inputs become call
+arguments (``model(x, initial_states=h0, lengths=lengths)``), recorded in
 ``spec.source``; h_n outputs are left to ``return_state=True``.
 """
 
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConversionError, GruInferError
-from ..spec.extra_layers import Conv1D, LayerNormalization, Select
+from ..spec.extra_layers import BatchNormalization, Conv1D, LayerNormalization, Select
 from ..spec.graph import Input, ModelSpec, Node
 from ..spec.layers import (
     Activation,
@@ -255,6 +258,27 @@ class _Builder:
         name = self.add(Select, "last_step" if index == -1 else f"step_{index}", [x.ref],
                         axis=0, index=index)
         return _Val("vec", (name, 0), "BF", x.size)
+
+    def affine(self, x: _Val, constant: np.ndarray, op: str, base: str, where: str) -> _Val:
+        """x + c, x - c, x * c, x / c with a constant per feature (or a scalar): a
+        BatchNormalization layer y = (x - mean) / sqrt(variance + 0) * gamma."""
+        if x.kind not in ("seq", "vec") or x.layout[-1] != "F":
+            raise ConversionError(f"{where}: arithmetic with a constant on {_describe(x)}")
+        c = np.asarray(constant, np.float64)
+        if c.size == 1:
+            c = np.full(x.size, float(c.reshape(-1)[0]))
+        elif c.shape[-1] != x.size or c.size != x.size:
+            raise ConversionError(f"{where}: a constant of shape {np.shape(constant)} does not "
+                                  f"act per feature on {x.size} features")
+        c = c.reshape(-1)
+        zeros, ones = np.zeros(x.size), np.ones(x.size)
+        mean, gamma = {"add": (-c, ones), "subtract": (c, ones), "multiply": (zeros, c),
+                       "divide": (zeros, 1 / c)}[op]
+        dtype = compute_dtype(np.asarray(constant).dtype)
+        name = self.add(BatchNormalization, base, [x.ref], moving_mean=mean.astype(dtype),
+                        moving_variance=ones.astype(dtype), gamma=gamma.astype(dtype),
+                        epsilon=0.0)
+        return _Val(x.kind, (name, 0), x.layout, x.size)
 
     def layer_norm(self, x: _Val, gamma, beta, epsilon: float, base: str, where: str) -> _Val:
         if x.kind not in ("seq", "vec") or x.layout[-1] != "F":

@@ -672,17 +672,22 @@ def _build_onnx(b: _Builder, source: dict) -> ModelSpec:
             if weight.kind != "const" or weight.array.ndim != 2:
                 raise ConversionError(f"{where}: MatMul by {_describe(weight)}")
             b.vals[out] = b.dense(x, weight.array, None, base or "dense", where)
-        elif kind in ("Add", "Sub", "Mul"):
+        elif kind in ("Add", "Sub", "Mul", "Div"):
             consts = [v for v in ins if v.kind == "const"]
             tensors = [v for v in ins if v.kind != "const"]
-            if kind == "Add" and len(consts) == 1 and len(tensors) == 1:
+            op_name = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": "divide"}[kind]
+            read_once = len(consts) == 1 and all(
+                len(g.consumers(n)) == 1 and n not in g.outputs
+                for n, v in zip(op.inputs, ins) if v.kind != "const")
+            if kind == "Add" and read_once and _can_fold_bias(b, tensors[0]):
                 b.vals[out] = _fold_bias(b, tensors[0], consts[0].array, where)
-            elif not consts:
-                op_name = {"Add": "add", "Sub": "subtract", "Mul": "multiply"}[kind]
+            elif len(consts) == 1 and (ins[1].kind == "const" or kind in ("Add", "Mul")):
+                b.vals[out] = b.affine(tensors[0], consts[0].array, op_name, op_name, where)
+            elif not consts and kind != "Div":
                 b.vals[out] = b.merge(ins, op_name, op_name, where)
             else:
-                raise ConversionError(f"{where}: arithmetic with a constant has no layer in "
-                                      "gru_infer's description yet")
+                raise ConversionError(f"{where}: {op_name} of {[_describe(v) for v in ins]} is "
+                                      "not supported")
         elif kind in ("Sigmoid", "Tanh", "Relu", "Softsign"):
             b.vals[out] = b.activation(ins[0], kind.lower(), kind.lower(), where)
         elif kind == "HardSigmoid":
@@ -724,6 +729,11 @@ def _build_onnx(b: _Builder, source: dict) -> ModelSpec:
             raise ConversionError(f"{where}: {kind} on {[_describe(v) for v in ins if v]} is "
                                   "not supported by the mapping")
     return b.finish(list(g.outputs), source)
+
+
+def _can_fold_bias(b: _Builder, x: _Val) -> bool:
+    draft = next((d for d in b.nodes if x.ref and d.name == x.ref[0]), None)
+    return draft is not None and draft.cls is Dense and draft.kwargs.get("bias") is None
 
 
 def _fold_bias(b: _Builder, x: _Val, bias: np.ndarray, where: str) -> _Val:

@@ -1001,17 +1001,24 @@ def _build_torch_export(b: _Builder, source: dict) -> ModelSpec:
         elif kind == "aten.cat.default":
             values = [b.tensor(r.name, where) for r in arg("tensors")]
             b.vals[out] = b.concat(values, arg("dim", 0), op.module or "concatenate", where)
-        elif kind in ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor"):
+        elif kind in ("aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor",
+                      "aten.div.Tensor"):
             other = arg("other")
-            if not isinstance(other, Ref) or other.name in g.constants or \
-                    arg("alpha", 1) != 1:
-                raise ConversionError(
-                    f"{where}: arithmetic with a constant ({other if not isinstance(other, Ref) else other.name!r}) "
-                    "has no layer in gru_infer's description yet")
             op_name = {"aten.add.Tensor": "add", "aten.sub.Tensor": "subtract",
-                       "aten.mul.Tensor": "multiply"}[kind]
-            b.vals[out] = b.merge([value("self"), b.tensor(other.name, where)], op_name,
-                                  op.module or op_name, where)
+                       "aten.mul.Tensor": "multiply", "aten.div.Tensor": "divide"}[kind]
+            if arg("alpha", 1) != 1:
+                raise ConversionError(f"{where}: alpha={arg('alpha')} is not supported")
+            if isinstance(other, (int, float)) or (isinstance(other, Ref)
+                                                   and other.name in g.constants):
+                constant = np.asarray(other if not isinstance(other, Ref)
+                                      else g.constants[other.name], np.float32)
+                b.vals[out] = b.affine(value("self"), constant, op_name,
+                                       op.module or op_name, where)
+            elif isinstance(other, Ref) and op_name != "divide":
+                b.vals[out] = b.merge([value("self"), b.tensor(other.name, where)], op_name,
+                                      op.module or op_name, where)
+            else:
+                raise ConversionError(f"{where}: {op_name} by {other!r} is not supported")
         elif kind in ("aten.permute.default", "aten.transpose.int"):
             x = value("self", ("seq", "vec", "tokens"))
             n = len(x.layout)
