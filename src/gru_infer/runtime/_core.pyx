@@ -387,6 +387,35 @@ cdef class LastStepOp(Op):
         return 0
 
 
+cdef class MaskedStartOp(Op):
+    """A stream's masked steps repeat the previous step's output, as they do
+    inside a whole sequence: the steps that open a call before any valid one
+    get the output the stream held when the call began (its state then)."""
+
+    cdef char *y
+    cdef const char *before
+    cdef const uint8_t *mask
+    cdef Py_ssize_t B, T, row, ldy
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray y, cnp.ndarray before, cnp.ndarray mask):
+        self.y, self.before = <char *>data(y), <const char *>data(before)
+        self.mask = <const uint8_t *>data(mask)
+        self.B, self.T = y.shape[0], y.shape[1]
+        self.row = before.nbytes // max(self.B, 1)
+        self.ldy = y.nbytes // max(self.B * self.T, 1)
+        self._keep_alive = (y, before, mask)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t b, t
+        for b in range(self.B):
+            t = 0
+            while t < self.T and not self.mask[b * self.T + t]:
+                memcpy(self.y + (b * self.T + t) * self.ldy, self.before + b * self.row, self.row)
+                t += 1
+        return 0
+
+
 cdef class CopyOp(Op):
     """dst = src (same number of bytes)."""
 

@@ -128,10 +128,14 @@ def build_layer_normalization(layer: LayerNormalization, inputs, b):
     beta = None if layer.beta is None else layer.beta.astype(b.dtype)
 
     def run():
-        mean = x.buffer.mean(axis=-1, keepdims=True)
-        centred = x.buffer - mean
-        variance = np.mean(centred * centred, axis=-1, keepdims=True)
-        np.divide(centred, np.sqrt(variance + layer.epsilon), out=out)
+        if layer.mode == "rms":
+            np.divide(x.buffer, np.sqrt(np.mean(x.buffer * x.buffer, axis=-1, keepdims=True)
+                                        + layer.epsilon), out=out)
+        else:
+            centred = x.buffer - x.buffer.mean(axis=-1, keepdims=True)
+            variance = np.mean(centred * centred, axis=-1, keepdims=True)
+            scaled = x.buffer if layer.mode == "rms_scaling" else centred
+            np.divide(scaled, np.sqrt(variance + layer.epsilon), out=out)
         if gamma is not None:
             np.multiply(out, gamma, out=out)
         if beta is not None:
@@ -152,9 +156,17 @@ def build_conv1d(layer: Conv1D, inputs, b):
     out = np.empty((batch, length, filters), x.dtype)
     bias = None if layer.bias is None else layer.bias.astype(b.dtype)
     per_out = filters // groups
+    # In a stream a causal convolution reads its earlier inputs from a kept
+    # history (time, batch, channels: batch second, like GRU states).
+    history = None
+    if layer.step_refusal is None and left:
+        history = b.state_buffer(layer, 0, (left, batch, x.shape[2]))
 
     def run():
         padded[:, left:left + steps] = x
+        if history is not None:
+            padded[:, :left] = history.transpose(1, 0, 2)
+            history[...] = padded[:, steps:steps + left].transpose(1, 0, 2)
         out[...] = 0 if bias is None else bias
         for k in range(size if length else 0):  # one matmul per kernel tap: y += x[t*s + k*d] @ kernel[k]
             taps = padded[:, k * dilation: k * dilation + strides * (length - 1) + 1: strides]

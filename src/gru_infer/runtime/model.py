@@ -372,19 +372,22 @@ class Stream:
     reset() zeroes every row's state, reset(rows) the chosen ones; state reads
     or sets the states (one (directions, batch, units) array per GRU layer).
     A masked step (Masking, Embedding(mask_zero)) carries the state and
-    outputs 0 when it opens a call, as Keras does for each call of a stateful
-    model.  One call at a time per stream (calls from several threads are
-    serialised).  A Stream does not pickle: it holds live state; pickle the
-    Model and copy `state` across.
+    repeats the previous step's output, exactly as inside a whole sequence, so
+    a stream reproduces the whole-sequence outputs step by step.  One call at
+    a time per stream (calls from several threads are serialised).  A Stream
+    does not pickle: it holds live state; pickle the Model and copy `state`
+    across.
     """
 
     def __init__(self, model: Model, batch_size: int = 1, *, num_threads=None):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-        for layer in model.layers:
-            reason = layer.step_refusal
+        shapes = model.spec.shapes()
+        for node in model.spec.nodes:
+            reason = node.layer.refuses_step([shapes[ref] for ref in node.inputs])
             if reason is not None:
-                raise InputError(f"{layer.kind} layer {layer.name!r} cannot be streamed: {reason}")
+                raise InputError(f"{node.layer.kind} layer {node.layer.name!r} cannot be "
+                                 f"streamed: {reason}")
         self.model = model
         self.batch_size = batch_size
         self.num_threads = resolve_num_threads(num_threads)

@@ -202,18 +202,28 @@ class BatchNormalization(Layer):
         return [shapes[0]]
 
 
+NORM_MODES = ("standard", "rms_scaling", "rms")
+
+
 @dataclass(frozen=True, eq=False)
 class LayerNormalization(Layer):
-    """y = (x - mean) / sqrt(variance + epsilon) * gamma + beta over the last
-    axis (Keras LayerNormalization, PyTorch nn.LayerNorm)."""
+    """Normalisation over the last axis (Keras LayerNormalization, PyTorch
+    nn.LayerNorm), mode:
+      "standard"     y = (x - mean) / sqrt(var + epsilon) * gamma + beta
+      "rms_scaling"  y = x / sqrt(var + epsilon) * gamma     (Keras 3 rms_scaling=True)
+      "rms"          y = x / sqrt(mean(x^2) + epsilon) * gamma   (Keras 3 RMSNormalization)"""
 
     kind: ClassVar[str] = "layer_normalization"
     gamma: Optional[np.ndarray] = tensor(optional=True)
     beta: Optional[np.ndarray] = tensor(optional=True)
     epsilon: float = 1e-3
     size: int = 0
+    mode: str = "standard"
 
     def __post_init__(self):
+        if self.mode not in NORM_MODES:
+            raise ValueError(f"{self._where()}: mode must be one of {NORM_MODES}, got "
+                             f"{self.mode!r}")
         for name in ("gamma", "beta"):
             value = getattr(self, name)
             if value is not None:
@@ -240,7 +250,6 @@ class Conv1D(Layer):
 
     kind: ClassVar[str] = "conv1d"
     mask_rule: ClassVar[str] = "none"
-    step_refusal: ClassVar[Optional[str]] = _WHOLE_SEQUENCE + " (a convolution over time)"
     kernel: np.ndarray = tensor()
     bias: Optional[np.ndarray] = tensor(optional=True)
     strides: int = 1
@@ -272,6 +281,17 @@ class Conv1D(Layer):
     @property
     def in_channels(self) -> int:
         return self.kernel.shape[1] * self.groups
+
+    @property
+    def span(self) -> int:
+        """How many earlier steps each output step reaches back to."""
+        return self.dilation * (self.kernel.shape[0] - 1)
+
+    @property
+    def step_refusal(self) -> Optional[str]:  # type: ignore[override]
+        if self.padding == "causal" and self.strides == 1:
+            return None  # a stream keeps the last `span` inputs
+        return _WHOLE_SEQUENCE + " (a convolution that looks ahead or strides over time)"
 
     def pads(self, steps: int) -> tuple:
         """(left, right) zero padding for an input of steps."""
