@@ -583,3 +583,17 @@ def test_converting_mangled_programs_raises_only_project_errors(tmp_path_factory
         gru_infer.convert(path)
     except PROJECT_ERRORS:
         pass
+
+
+@pytest.mark.parametrize("name", ["every_step_sigmoid", "last_relu_fc", "two_grus"])
+def test_converted_models_stream(name):
+    """One-direction models, last steps mapped to final states: a stream gives, one
+    step at a time, what torch computed on the whole sequence."""
+    arrays = npz(name)
+    model = gru_infer.convert(FIXTURES / MANIFEST[name]["pt2"])
+    x = arrays["x"]
+    stream = model.stream(batch_size=x.shape[0])
+    steps = [stream.step(x[:, t]) for t in range(x.shape[1])]
+    expected = arrays["y"]
+    got = np.stack(steps, axis=1) if expected.ndim == 3 else steps[-1]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
