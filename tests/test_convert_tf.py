@@ -548,7 +548,7 @@ def test_protobuf_kinds_and_defaults():
     (b'{"class_name": "Sequential"}', "JSON text file.*config="),
     (b"epoch,loss\n1,0.5\n", "a text file, not a checkpoint"),
 ])
-@pytest.mark.parametrize("suffix", [".h5", ".keras", ".pt", ".index"])
+@pytest.mark.parametrize("suffix", [".h5", ".keras", ".pt", ".index", ".onnx"])
 def test_text_files_say_what_they_are(tmp_path, content, message, suffix):
     path = tmp_path / f"model{suffix}"
     path.write_bytes(content)

@@ -31,7 +31,8 @@ def load(path) -> Model:
         raise TypeError(f"load takes a file path (str or os.PathLike), got {type(path).__name__}")
     kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
     what = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
-            "tf_checkpoint": "a TensorFlow checkpoint"}.get(kind)
+            "tf_checkpoint": "a TensorFlow checkpoint", "onnx": "an ONNX model",
+            "torch_export": "a torch.export archive"}.get(kind)
     if kind == "torch" and read_head(path, 2)[:1] in (b"\x80", b"P"):  # a pickle or a zip
         what = "a PyTorch checkpoint (torch.save)"
     if what:
@@ -44,10 +45,12 @@ def load(path) -> Model:
     return Model(spec_file.load(path))
 
 
-def from_torch(module, **options) -> Model:
-    """A Model from a live torch.nn.Module (an nn.GRU, or a module /
-    nn.Sequential of nn.GRU + nn.Linear + activations, optionally after an
-    nn.Embedding), without saving it first."""
+def from_torch(module, example_input=None, **options) -> Model:
+    """A Model from a live torch.nn.Module, without saving it first.  With
+    example_input (a tensor, or a tuple of forward()'s arguments) torch.export
+    traces forward(), so what it computes is known, not guessed; without it
+    (or when export fails) the module's structure is read, with a
+    GruInferWarning showing the forward assumed (forward=[...] states it)."""
     from .converters.torch import from_torch as spec_from_torch
 
-    return Model(spec_from_torch(module, **options))
+    return Model(spec_from_torch(module, example_input, **options))

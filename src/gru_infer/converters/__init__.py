@@ -3,9 +3,12 @@
 convert_to_spec(src) picks the reader from the file's contents (not its
 name): a Keras 3 .keras archive or HDF5 (.h5, .weights.h5) goes to the Keras
 reader, a TF SavedModel folder or TF checkpoint (.index + data shards) to the
-TF reader (tf_savedmodel.py, tf_bundle.py), a torch.save file (zip or legacy pickle) to the PyTorch reader, a
-safetensors file to the weight-file reader (a gru_infer model) or, for a
-PyTorch state dict saved with safetensors, to the PyTorch reader.  Converters
+TF reader (tf_savedmodel.py, tf_bundle.py), a torch.save file (zip or legacy
+pickle) to the PyTorch reader, a torch.export.save archive (.pt2) to the
+torch.export reader, a safetensors file to the weight-file reader (a gru_infer
+model) or, for a PyTorch state dict saved with safetensors, to the PyTorch
+reader.  ONNX files (protobuf has no magic number) are known by their .onnx
+suffix and go to the ONNX reader.  Converters
 import the spec layer only, never the runtime.
 """
 
@@ -22,7 +25,6 @@ _NOT_CHECKPOINTS = {
            "saved_model.pb and variables/, or save the Keras model as .keras or .h5",
     ".weights.json": "the index of sharded Keras weights: gru_infer reads one .weights.h5 "
                      "file; save without max_shard_size",
-    ".onnx": "an ONNX model: convert the Keras or PyTorch checkpoint instead",
 }
 SNIFF_BYTES = 512
 
@@ -57,8 +59,9 @@ def _refuse_text(path, head: bytes):
 
 
 def detect_format(path) -> str:
-    """'keras', 'torch', 'safetensors', 'tf_savedmodel' or 'tf_checkpoint',
-    from the file's contents (names only where TensorFlow's layout fixes them)."""
+    """'keras', 'torch', 'torch_export', 'onnx', 'safetensors', 'tf_savedmodel' or
+    'tf_checkpoint', from the file's contents (names only where a format has no
+    magic number: ONNX by its .onnx suffix, TensorFlow's files by their layout)."""
     from .tf_bundle import FOOTER_BYTES, TABLE_MAGIC
     from .tf_savedmodel import checkpoint_prefix, savedmodel_dir
 
@@ -103,6 +106,9 @@ def detect_format(path) -> str:
             raise NotACheckpointError(f"{path}: {reason}")
     head = read_head(path, SNIFF_BYTES)
     magic = head[:9]
+    if path.endswith(".onnx") and not magic.startswith((b"PK", b"\x89HDF")):
+        _refuse_text(path, head)  # a Git LFS pointer or a web page named .onnx
+        return "onnx"
     if len(magic) == 9 and magic[8:9] == b"{":  # safetensors: header length, then JSON
         return "safetensors"
     if magic.startswith(b"\x89HDF"):
@@ -118,8 +124,7 @@ def detect_format(path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
         if any(n.endswith("archive_format") or "/models/" in n for n in names):
-            raise NotACheckpointError(f"{path}: a torch.export archive (.pt2), not a torch.save "
-                             "checkpoint; save model.state_dict() with torch.save")
+            return "torch_export"
         raise NotACheckpointError(f"{path}: a zip file that is neither a Keras .keras archive nor "
                                   "a torch.save checkpoint")
     _refuse_text(path, head)
@@ -134,9 +139,9 @@ def convert_to_spec(src, *, config=None, **torch_options):
     config: the model's JSON config (model.to_json()) for Keras weights-only
     files and TF checkpoints (a path, JSON text or a dict; by default the
     .json beside the file); for a SavedModel it replaces the recorded
-    architecture.  torch_options go
-    to the PyTorch reader (see converters.torch.convert_torch); they also
-    apply to a PyTorch state dict saved as safetensors.
+    architecture.  torch_options go to the PyTorch reader (see
+    converters.torch.convert_torch); they also apply to a PyTorch state dict
+    saved as safetensors.
     """
     if not isinstance(src, (str, os.PathLike)):
         raise TypeError(f"convert takes a file path (str or os.PathLike), got "
@@ -159,6 +164,19 @@ def convert_to_spec(src, *, config=None, **torch_options):
         from .torch import convert_safetensors_state_dict
 
         return convert_safetensors_state_dict(src, **torch_options)
+    if kind in ("torch_export", "onnx"):
+        unknown = sorted(set(torch_options) - ({"model_name"} if kind == "torch_export" else set()))
+        if unknown or config is not None:
+            raise TypeError(f"options {unknown or ['config']} do not apply to "
+                            f"{'torch.export archives' if kind == 'torch_export' else 'ONNX files'}"
+                            " (the graph says everything)")
+        if kind == "onnx":
+            from .onnx import convert_onnx
+
+            return convert_onnx(src)
+        from .torch_export import convert_torch_export
+
+        return convert_torch_export(src, **torch_options)
     if kind == "keras":
         if torch_options:
             raise TypeError(f"options {sorted(torch_options)} apply to PyTorch files only")
