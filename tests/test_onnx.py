@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import gru_infer
 
 onnx = pytest.importorskip("onnx")
+from conftest import run_converted  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from opgraph_numpy import evaluate  # noqa: E402
 
@@ -413,21 +414,6 @@ REFUSED = {
 }
 
 
-def run_converted(model, arrays: dict, input_names: list, suffix: str) -> list:
-    source = model.spec.source
-    feeds = {name: arrays[f"{name}{suffix}"] for name in input_names}
-    options = {}
-    if "initial_states_input" in source:
-        options["initial_states"] = feeds.pop(source["initial_states_input"])
-    if "lengths_input" in source:
-        options["lengths"] = feeds.pop(source["lengths_input"])
-    args = [feeds[i.name] for i in model.spec.inputs]
-    if source.get("state_outputs"):
-        outputs, states = model(*args, return_state=True, **options)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        return outputs + [np.concatenate(states)]
-    outputs = model(*args, **options)
-    return outputs if isinstance(outputs, list) else [outputs]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -443,7 +429,7 @@ def test_converts_to_the_frameworks_numbers(name):
     arrays = npz(name)
     for index in range(len(entry["checks"])):
         suffix = "" if index == 0 else f"_{index}"
-        outputs = run_converted(model, arrays, entry["inputs"], suffix)
+        outputs = run_converted(model, {n: arrays[f"{n}{suffix}"] for n in entry["inputs"]})
         assert len(outputs) == len(entry["outputs"])
         for i, got in enumerate(outputs):
             np.testing.assert_allclose(got, arrays[f"y{i}{suffix}"], rtol=1e-5, atol=1e-5,

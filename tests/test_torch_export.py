@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_converted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opgraph_numpy import evaluate
@@ -471,23 +472,6 @@ def test_malformed_gru_params_are_refused(tmp_path):
 REFUSED: dict[str, str] = {}
 
 
-def run_converted(model, arrays: dict, input_names: list) -> list:
-    """Call a converted model the way its spec.source says: inputs that hold initial
-    states or lengths become call arguments; GRU state outputs come from return_state."""
-    source = model.spec.source
-    feeds = {name: arrays[name] for name in input_names}
-    options = {}
-    if "initial_states_input" in source:
-        options["initial_states"] = feeds.pop(source["initial_states_input"])
-    if "lengths_input" in source:
-        options["lengths"] = feeds.pop(source["lengths_input"])
-    args = [feeds[i.name] for i in model.spec.inputs]
-    if source.get("state_outputs"):
-        outputs, states = model(*args, return_state=True, **options)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        return outputs + [np.concatenate(states)]
-    outputs = model(*args, **options)
-    return outputs if isinstance(outputs, list) else [outputs]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -501,7 +485,7 @@ def test_converts_to_torchs_numbers(name):
     model = gru_infer.convert(path)
     assert model.spec.source["format"].startswith(".pt2")
     arrays = npz(name)
-    outputs = run_converted(model, arrays, list(entry["inputs"]))
+    outputs = run_converted(model, {n: arrays[n] for n in entry["inputs"]})
     assert len(outputs) == len(entry["outputs"])
     for got, key in zip(outputs, entry["outputs"]):
         np.testing.assert_allclose(got, arrays[key], rtol=1e-5, atol=1e-5, err_msg=key)

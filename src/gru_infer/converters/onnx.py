@@ -532,11 +532,8 @@ def convert_onnx(path: str | os.PathLike[str]):
     except GruInferError as exc:
         raise type(exc)(f"{os.fspath(path)}: {exc}") from exc
 
-# ---------------------------------------------------------------------------------------
-# Mapping onto a ModelSpec (see _graph_to_spec for the approach)
-# ---------------------------------------------------------------------------------------
 
-# =======================================================================================
+# -- mapping onto a ModelSpec (see _graph_to_spec for the approach) --------------------
 
 def onnx_to_spec(graph: OpGraph, source: dict) -> ModelSpec:
     """A ModelSpec from an ONNX OpGraph."""

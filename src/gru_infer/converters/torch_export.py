@@ -891,11 +891,8 @@ def convert_torch_export(path: str | os.PathLike[str], model_name: str | None = 
     except GruInferError as exc:
         raise type(exc)(f"{os.fspath(path)}: {exc}") from exc
 
-# ---------------------------------------------------------------------------------------
-# Mapping onto a ModelSpec (see _graph_to_spec for the approach)
-# ---------------------------------------------------------------------------------------
 
-# =======================================================================================
+# -- mapping onto a ModelSpec (see _graph_to_spec for the approach) --------------------
 
 def torch_export_to_spec(graph: OpGraph, source: dict) -> ModelSpec:
     """A ModelSpec from a torch.export OpGraph."""
