@@ -18,7 +18,7 @@ from ..errors import FormatError
 from . import _limits
 from ._files import read_head
 from .keras_graph import major, major_from_config, model_from_config, normalise_layers
-from .keras_weights import Keras3Weights, KerasFileError, LegacyWeights, text
+from .keras_weights import Keras3Weights, KerasFileError, LegacyWeights, has_windows_paths, text
 
 __all__ = ["KerasFileError", "convert_keras"]
 
@@ -138,9 +138,10 @@ def _convert_h5(path, config):
                 f"{style} (from the config's style)" if style else "")
             if "layer_names" in root.attrs or "layer_names0" in root.attrs:
                 weights = LegacyWeights(root, path, budget)
+                weights.match_layers(normalise_layers(model_config, path)[1])
                 version = version or "2"
                 fmt = ".h5 weights"
-            elif "layers" in root:
+            elif "layers" in root or has_windows_paths(root):
                 _, layers, _ = normalise_layers(model_config, path)
                 weights = Keras3Weights(root, path, layers, budget)
                 version = version or "3"
