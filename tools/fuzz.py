@@ -9,7 +9,8 @@ Each input is a fixture changed by one to four mutations (bit flips, truncation,
 byte insertion and deletion, splicing with another fixture, interesting integers
 at aligned offsets, zip member rewrites, JSON-aware edits of configs and
 headers, HDF5-aware edits near structure signatures).  It runs in a forked child
-capped in address space (RLIMIT_AS, 2 GiB) and time (10 s), through the public
+capped in address space (RLIMIT_AS, 2 GiB) and time (10 s of CPU, 60 s of wall time
+as a backstop: a nice'd campaign on a busy machine is starved), through the public
 API (gru_infer.convert, or gru_infer.load for weight files, then one call of the
 model), and ends as one of the outcomes replay.py prints:
 
@@ -36,6 +37,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -49,7 +51,8 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 MEMORY_BYTES = 2 << 30
-TIMEOUT_S = 10.0
+TIMEOUT_S = 10.0  # of CPU time
+WALL_BACKSTOP = 6  # times TIMEOUT_S of wall time
 INTERESTING = [0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000, 0x7FFFFFFF,
                0x80000000, 0xFFFFFFFF, 0x100000000, 0x7FFFFFFFFFFFFFFF, 0x8000000000000000,
                0xFFFFFFFFFFFFFFFF, 64, 1000, 4096, 65536, 10**9]
@@ -255,6 +258,21 @@ def safetensors_header(rng, data, others):
     return len(text).to_bytes(8, "little") + text + body
 
 
+def protobuf_varint(rng, data, others):
+    """A varint (protobuf lengths, counts, dims, enum values) made huge, zero or
+    negative at a random place, or a field's length prefix replaced."""
+    at = rng.randrange(len(data))
+    value = rng.choice([0, 1, 2**31, 2**32 - 1, 2**63 - 1, 2**64 - 1, len(data), 2**28])
+    varint = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        varint.append(byte | (0x80 if value else 0))
+        if not value:
+            break
+    skip = rng.randint(0, 3)
+    return data[:at] + bytes(varint) + data[at + skip:]
+
+
 def json_text(rng, data, others):
     try:
         return _dumps(json_edit(rng, json.loads(data))).encode()
@@ -274,6 +292,7 @@ def _find_all(data, needle, limit=2000):
 
 
 BYTES = [flip_bits, set_bytes, truncate, insert_bytes, delete_bytes, splice, interesting_integer]
+PROTOBUF = BYTES + [protobuf_varint] * 3
 
 
 # -- formats -------------------------------------------------------------------------------
@@ -289,6 +308,8 @@ class Format:
     mutators: list
     run: str = "convert"                  # "convert", "load" or "convert_with_config"
     config_mutators: list = dataclasses.field(default_factory=list)
+    # For a checkpoint that is a folder (TF SavedModel, TF checkpoint): each
+    # input mutates one file inside a fresh copy of it.
 
 
 def _glob(*patterns):
@@ -306,13 +327,30 @@ def _torch_seeds(zipped):
 
 
 def _keras_full_h5(work):
-    return [p for p in _glob("keras/*.h5")(work) if not os.path.basename(p).startswith("weights_")]
+    return [p for p in _glob("keras/*.h5", "keras_graph/*.h5", "keras_layers/*.h5")(work)
+            if not os.path.basename(p).startswith("weights_")]
 
 
 def _keras_weight_pairs(work):
-    return [(os.path.join(FIXTURES, "keras", w), os.path.join(FIXTURES, "keras", c))
-            for w, c in (("weights_k3.weights.h5", "weights_k3.json"),
-                         ("weights_tf2.h5", "weights_tf2.json"))]
+    pairs = [("keras/weights_k3.weights.h5", "keras/weights_k3.json"),
+             ("keras/weights_tf2.h5", "keras/weights_tf2.json"),
+             ("tf/windows_weights_tf215.weights.h5", "tf/windows_weights_tf215.json"),
+             ("tf/cudnn_bidir_tf2.h5", "tf/cudnn_bidir_tf2.json"),
+             ("tf/order_tf2.h5", "tf/order_tf2.json")]
+    return [(os.path.join(FIXTURES, w), os.path.join(FIXTURES, c)) for w, c in pairs
+            if os.path.exists(os.path.join(FIXTURES, w))]
+
+
+def _tf_folders(prefix):
+    """TF checkpoint or SavedModel folders, each with the config JSON beside it (or None)."""
+    def seeds(work):
+        found = []
+        for folder in sorted(glob.glob(os.path.join(FIXTURES, "tf", prefix + "*"))):
+            if os.path.isdir(folder):
+                config = folder + ".json"
+                found.append((folder, config if os.path.exists(config) else None))
+        return found
+    return seeds
 
 
 def _safetensors_seeds(work):
@@ -344,15 +382,20 @@ def _safetensors_seeds(work):
 FORMATS = {f.name: f for f in [
     Format("keras_h5", _keras_full_h5, ".h5",
            BYTES + [hdf5_near_signature, hdf5_near_signature, json_in_place]),
-    Format("keras_zip", _glob("keras/*.keras"), ".keras", BYTES + [zip_member] * 4),
+    Format("keras_zip", _glob("keras/*.keras", "keras_graph/*.keras", "keras_layers/*.keras",
+                              "tf/*.keras"), ".keras", BYTES + [zip_member] * 4),
     Format("keras_weights", _keras_weight_pairs, ".h5", BYTES + [hdf5_near_signature] * 2,
            run="convert_with_config", config_mutators=[json_text, json_text, flip_bits, truncate]),
     Format("torch_zip", _torch_seeds(True), ".pt", BYTES + [zip_member] * 4),
     Format("torch_legacy", _torch_seeds(False), ".pt", BYTES),
     Format("safetensors", _safetensors_seeds, ".safetensors", BYTES + [safetensors_header] * 4,
            run="load"),
-    # Readers other branches are adding (TF SavedModel and checkpoints, ONNX,
-    # torch.export .pt2) become one entry each here once they are on main.
+    Format("onnx", _glob("onnx/*.onnx"), ".onnx", PROTOBUF),
+    Format("torch_export", _glob("torch_export/*.pt2"), ".pt2", BYTES + [zip_member] * 4),
+    Format("tf_checkpoint", _tf_folders("ckpt_"), "", PROTOBUF, run="convert_with_config",
+           config_mutators=[json_text, json_text, flip_bits, truncate]),
+    Format("tf_savedmodel", _tf_folders("sm_"), "", PROTOBUF, run="convert_with_config",
+           config_mutators=[json_text]),
 ]}
 
 
@@ -383,7 +426,7 @@ def run_input(fmt: Format, path: str, config_path: str | None) -> tuple:
     try:
         if fmt.run == "load":
             model = gru_infer.load(path) if _loads_as_weight_file(path) else gru_infer.convert(path)
-        elif fmt.run == "convert_with_config":
+        elif fmt.run == "convert_with_config" and config_path:
             model = gru_infer.convert(path, config=config_path)
         else:
             model = gru_infer.convert(path)
@@ -426,15 +469,19 @@ def run_capped(fmt: Format, path: str, config_path, memory: int, timeout: float)
         finally:
             os._exit(0)
     os.close(write_end)
-    chunks, deadline = [], start + timeout
+    chunks = []
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            # A hang is timeout seconds of CPU (the child's and its reaped
+            # children's), as replay.py's 10 s on an idle machine; wall time
+            # only as a backstop, since a nice'd campaign on a busy machine
+            # can be starved for long stretches.
+            cpu, wall = _cpu_seconds(pid), time.monotonic() - start
+            if cpu > timeout or wall > WALL_BACKSTOP * timeout:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                return "HANG", f"no answer in {timeout:.0f} s", time.monotonic() - start
-            ready, _, _ = select.select([read_end], [], [], left)
+                return "HANG", f"no answer after {cpu:.0f} s of CPU, {wall:.0f} s", wall
+            ready, _, _ = select.select([read_end], [], [], 0.05)
             if ready:
                 chunk = os.read(read_end, 65536)
                 if not chunk:
@@ -452,21 +499,38 @@ def run_capped(fmt: Format, path: str, config_path, memory: int, timeout: float)
     return outcome, message, seconds
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of the children it has waited for (/proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 # -- the campaign -------------------------------------------------------------------------------
 
 
 def make_input(fmt: Format, seeds: list, seed: int, iteration: int, work: str):
     """(input path, config path or None, description) for one iteration, from
-    (seed, iteration) alone."""
+    (seed, iteration) alone.  A folder seed is copied and one file in it mutated."""
     rng = random.Random(f"{seed}:{fmt.name}:{iteration}")
     choice = rng.choice(seeds)
     source, config_source = choice if isinstance(choice, tuple) else (choice, None)
-    data = _read(source)
-    others = [_read(s[0] if isinstance(s, tuple) else s) for s in rng.sample(seeds, min(3, len(seeds)))]
+    folder = os.path.isdir(source)
+    target = source
+    if folder:
+        files = sorted(os.path.relpath(os.path.join(d, f), source)
+                       for d, _, names in os.walk(source) for f in names)
+        target = os.path.join(source, rng.choice(files))
+    data = _read(target)
+    candidates = [s[0] if isinstance(s, tuple) else s for s in rng.sample(seeds, min(3, len(seeds)))]
+    others = [_read(c) for c in candidates if not os.path.isdir(c)] or [data]
     config_data = _read(config_source) if config_source else None
-    steps = []
+    steps = [] if not folder else [os.path.relpath(target, source)]
     for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 4])):
-        if config_data is not None and rng.random() < 0.4:
+        if config_data is not None and rng.random() < 0.3:
             mutate = rng.choice(fmt.config_mutators)
             config_data = mutate(rng, config_data, [config_data]) if config_data else config_data
             steps.append("config:" + mutate.__name__)
@@ -475,8 +539,15 @@ def make_input(fmt: Format, seeds: list, seed: int, iteration: int, work: str):
             data = mutate(rng, data, others) if data else data
             steps.append(mutate.__name__)
     path = os.path.join(work, f"input{fmt.suffix}")
-    with open(path, "wb") as f:
-        f.write(data)
+    if folder:
+        path = os.path.join(work, "input_" + os.path.basename(source))
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(source, path)
+        with open(os.path.join(path, os.path.relpath(target, source)), "wb") as f:
+            f.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
     config_path = None
     if config_data is not None:
         config_path = os.path.join(work, "input.json")
@@ -514,8 +585,11 @@ def campaign(fmt: Format, seconds: float, seed: int, out: str, memory: int, time
             counts[key] = counts.get(key, 0) + 1
             if not outcome.startswith(("ok", "refused")):
                 name = f"{fmt.name}-{seed}-{iteration:06d}"
-                with open(os.path.join(out, "findings", name + fmt.suffix), "wb") as f:
-                    f.write(_read_fresh(path))
+                if os.path.isdir(path):
+                    shutil.copytree(path, os.path.join(out, "findings", name))
+                else:
+                    with open(os.path.join(out, "findings", name + fmt.suffix), "wb") as f:
+                        f.write(_read_fresh(path))
                 if config_path:
                     with open(os.path.join(out, "findings", name + ".config.json"), "wb") as f:
                         f.write(_read_fresh(config_path))
@@ -568,9 +642,20 @@ def main(argv=None) -> int:
             parser.error(f"unknown format {name!r}; known: {sorted(FORMATS)}")
     memory = args.memory_mb << 20
     # imported once here, not in every forked child
-    import gru_infer.api  # noqa: F401
-    import gru_infer.converters.torch  # noqa: F401
-    import gru_infer.runtime.program  # noqa: F401
+    import importlib
+
+    for module in ("api", "converters.torch", "converters.onnx", "converters.torch_export",
+                   "converters.tf_savedmodel", "converters.tf_bundle", "runtime.program"):
+        try:
+            importlib.import_module(f"gru_infer.{module}")
+        except ImportError:
+            pass
+    try:  # the ONNX reader imports the onnx package on first use: 2 s in every child otherwise
+        from gru_infer.converters.onnx import _import_onnx
+
+        _import_onnx()
+    except Exception:  # noqa: BLE001 - no onnx here: its format refuses every input
+        pass
     if args.replay:
         outcome, message, seconds = run_capped(FORMATS[names[0]], args.replay, args.config, memory,
                                                args.timeout)

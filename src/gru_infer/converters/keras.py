@@ -52,7 +52,9 @@ def _load_config(config, path) -> dict:
     if not text.lstrip().startswith("{"):
         try:
             with open(text, "rb") as f:
-                text = f.read(_limits.MAX_JSON_BYTES + 1)  # load_json refuses what is over
+                # read(n) sets n bytes aside first: ask for no more than the file holds
+                size = os.fstat(f.fileno()).st_size
+                text = f.read(min(size, _limits.MAX_JSON_BYTES) + 1)  # load_json refuses more
         except OSError as error:
             raise KerasFileError(f"cannot read the model config {config}: {error}") from error
     try:
