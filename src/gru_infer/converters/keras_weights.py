@@ -63,10 +63,10 @@ def _read_array(dataset, budget: ArrayBudget, what: str) -> np.ndarray:
     shape, dtype = getattr(dataset, "shape", None), getattr(dataset, "dtype", None)
     if not isinstance(shape, tuple) or not isinstance(dtype, np.dtype) \
             or not hasattr(dataset, "id") or not hasattr(dataset, "attrs"):
-        raise KerasFileError(f"{what} is not a dataset")
+        raise KerasFileError(f"{budget.path}: {what} is not a dataset")
     if dtype.kind not in "fiuV" or (dtype.kind == "V" and dtype.itemsize != 2) \
             or dtype.fields is not None or dtype.subdtype is not None:
-        raise KerasFileError(f"{what} holds {dtype} values, not numbers")
+        raise KerasFileError(f"{budget.path}: {what} holds {dtype} values, not numbers")
     try:
         budget.charge(shape, max(dtype.itemsize, 4), what)  # bfloat16 widens to 4 bytes
     except FormatError as error:
@@ -124,7 +124,7 @@ class LegacyWeights:
         group = self.group[layer_name]
         names = _string_list_attribute(group, "weight_names")
         try:
-            return [(n, _read_array(group[n], self.budget, f"{self.path}: weight {n!r} of layer "
+            return [(n, _read_array(group[n], self.budget, f"weight {n!r} of layer "
                                     f"{layer_name!r}")) for n in names]
         except KeyError as error:
             raise KerasFileError(f"{self.path}: layer {layer_name!r} lists a weight that is "
@@ -202,7 +202,7 @@ class Keras3Weights:
         if not all(k.isdigit() and len(k) < 10 for k in keys):
             raise KerasFileError(f"{self.path}: {where} holds entries that are not numbered "
                                  f"variables: {keys[:8]}")
-        return [_read_array(vars_group[k], self.budget, f"{self.path}: {where}/{k}")
+        return [_read_array(vars_group[k], self.budget, f"{where}/{k}")
                 for k in sorted(keys, key=int)]
 
 
