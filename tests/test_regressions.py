@@ -118,6 +118,14 @@ def test_zip_bomb_is_refused_before_inflating(tmp_path):
     _refused(path, "over the limit")
 
 
+def test_oversized_config_json_is_refused_before_inflating(tmp_path):
+    members = _keras_members()
+    members["config.json"] = b" " * (65 << 20) + members["config.json"]  # deflates to ~65 KB
+    path = _zip_with(tmp_path, "big_config.keras", members)
+    assert os.path.getsize(path) < 4 << 20
+    _refused(path, "config.json")
+
+
 def test_zip_member_that_lies_about_its_size_is_refused(tmp_path):
     members = _keras_members()
     members["config.json"] = b" " * (1 << 20) + members["config.json"]
