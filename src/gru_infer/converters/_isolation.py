@@ -43,7 +43,7 @@ MEMORY_PER_INPUT_BYTE = 8
 STATUS_BYTES = 1 << 20
 
 # -S: no site processing (.pth files); the parent's sys.path is handed over whole
-_BOOTSTRAP = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+_BOOTSTRAP = ("import sys, json; sys.path[:] = json.load(open(sys.argv[1])); "
               "from gru_infer.converters._isolation import child_main; child_main(sys.argv[2:])")
 
 
@@ -86,9 +86,12 @@ def convert_keras_isolated(path, *, config=None):
         status_path = os.path.join(tmp, "status.json")
         stderr_path = os.path.join(tmp, "stderr.txt")
         config_arg = _config_argument(config, tmp, path)
+        paths = os.path.join(tmp, "sys_path.json")
+        with open(paths, "w") as f:
+            json.dump(sys.path, f)
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                    MKL_NUM_THREADS="1", GRU_INFER_HDF5_IN_PROCESS="1")
-        command = [sys.executable, "-S", "-c", _BOOTSTRAP, json.dumps(sys.path), path, out, status_path,
+        command = [sys.executable, "-S", "-c", _BOOTSTRAP, paths, path, out, status_path,
                    config_arg, str(memory), str(int(cpu_s) + 1), str(memory)]
         with open(stderr_path, "wb") as stderr:
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -143,10 +146,10 @@ def _config_argument(config, tmp: str, path) -> str:
 def _describe_exit(code: int, cpu_s: float, memory: int) -> str:
     if code is not None and code < 0:
         number = -code
-        if number == signal.SIGXCPU:
+        if number == getattr(signal, "SIGXCPU", None):
             return (f"reading it used more than {cpu_s:.0f} s of CPU; the HDF5 file is corrupt "
                     "(the HDF5 library loops on it) or hostile")
-        if number == signal.SIGXFSZ:
+        if number == getattr(signal, "SIGXFSZ", None):
             return "reading it would write more than its size allows; the file is corrupt or hostile"
         try:
             name = signal.Signals(number).name
