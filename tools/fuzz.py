@@ -408,7 +408,10 @@ def _call_once(model):
 
     xs = []
     for spec_input in model.inputs:
-        shape = [1, 3] + [4 if s is None else s for s in spec_input.shape[1:]]
+        # the declared sizes (a fixed time length for Flatten, a vector input), 3 steps and
+        # 4 features where any size goes
+        shape = [1] + [(3 if i == 0 else 4) if s is None else s
+                       for i, s in enumerate(spec_input.shape)]
         if spec_input.token_ids:
             xs.append(np.zeros(shape, spec_input.dtype))
         else:
