@@ -361,6 +361,9 @@ def _safetensors_seeds(work):
     import gru_infer
     from gru_infer.converters.torch_file import load_state_dict
 
+    import warnings
+
+    warnings.simplefilter("ignore", gru_infer.GruInferWarning)  # the forwards state dicts assume
     seeds = sorted(glob.glob(os.path.join(ROOT, "src", "gru_infer", "data", "*.safetensors")))
     os.makedirs(work, exist_ok=True)
     for source in ["keras/bidir_mask_k3.keras", "keras/embedding_tf2.h5", "keras/func_masking_k3.keras",
