@@ -356,12 +356,12 @@ def _tf_folders(prefix):
 def _safetensors_seeds(work):
     """gru_infer weight files made from the fixtures, plus PyTorch state dicts
     saved with safetensors, plus the packaged demo model."""
+    import warnings
+
     from safetensors.numpy import save_file
 
     import gru_infer
     from gru_infer.converters.torch_file import load_state_dict
-
-    import warnings
 
     warnings.simplefilter("ignore", gru_infer.GruInferWarning)  # the forwards state dicts assume
     seeds = sorted(glob.glob(os.path.join(ROOT, "src", "gru_infer", "data", "*.safetensors")))
