@@ -3,7 +3,10 @@
 OpenMP is used when the compiler has it; otherwise the build goes on
 single-threaded and says so.  GRU_INFER_NATIVE=1 adds -march=native (off by
 default: a wheel must run on other x86-64 CPUs; the kernels pick AVX2+FMA at
-run time anyway).
+run time anyway).  The extension is stripped of debug symbols (1.6 MB -> a
+few hundred KB) unless GRU_INFER_DEBUG=1.
+
+Packaging (what the sdist and wheel carry) is in pyproject.toml and MANIFEST.in.
 """
 
 import os
@@ -12,9 +15,18 @@ import sys
 import sysconfig
 import tempfile
 
-import numpy as np
-from Cython.Build import cythonize
-from setuptools import Extension, setup
+import setuptools
+
+# pyproject.toml states its license the PEP 639 way (license = "MIT"), which
+# older setuptools reject with a schema error that does not say this.
+if tuple(int(p) for p in setuptools.__version__.split(".")[:1]) < (77,):
+    sys.exit(f"gru_infer needs setuptools>=77 to build (found {setuptools.__version__}): "
+             "`pip install .` fetches it by itself; for `python3 setup.py build_ext --inplace` "
+             "run `python3 -m pip install 'setuptools>=77'` first")
+
+import numpy as np  # noqa: E402
+from Cython.Build import cythonize  # noqa: E402
+from setuptools import Extension, setup  # noqa: E402
 
 
 def compiler_has_openmp() -> bool:
@@ -46,6 +58,10 @@ else:
     compile_args.append("-Wno-unknown-pragmas")
 if os.environ.get("GRU_INFER_NATIVE") == "1":
     compile_args.append("-march=native")
+if os.environ.get("GRU_INFER_DEBUG") == "1":
+    compile_args.append("-g")
+elif sys.platform.startswith("linux"):
+    link_args.append("-Wl,--strip-debug")  # Python's own CFLAGS carry -g
 
 extension = Extension(
     "gru_infer.runtime._core",
@@ -58,4 +74,4 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
-setup(ext_modules=cythonize([extension], language_level=3), package_dir={"": "src"})
+setup(ext_modules=cythonize([extension], language_level=3))
