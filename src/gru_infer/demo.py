@@ -242,8 +242,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed for the example signals")
     parser.add_argument("--count", type=int, default=8, help="examples in the table")
     args = parser.parse_args(argv)
-    run_demo(seed=args.seed, count=args.count)
-    return 0
+    from gru_infer._console import run_command  # `| head` ends it quietly
+
+    return run_command(lambda: run_demo(seed=args.seed, count=args.count) and 0)
 
 
 if __name__ == "__main__":
