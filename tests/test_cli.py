@@ -358,3 +358,22 @@ def test_pytorch_flags_on_other_files_are_refused(capsys, keras_model):
         capsys.readouterr().err
     assert main(["info", str(KERAS_ONE_OUTPUT), "--no-strict"]) == 1
     assert "is a Keras file" in capsys.readouterr().err
+
+
+def test_forward_option(tmp_path, capsys):
+    src = FIXTURES / "torch" / "bigru2_linear_sd.pt"
+    assert main(["info", str(src), "--forward", "gru,final_states,head"]) == 0
+    out = capsys.readouterr().out
+    assert "forward: ['gru', 'final_states', 'head']" in out and "(assumed" not in out
+
+
+def test_warnings_are_one_line_in_flag_terms(capsys):
+    import warnings
+
+    src = FIXTURES / "torch" / "bigru2_linear_sd.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["info", str(src)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("gru-infer: warning: ") and err.count("\n") == 1
+    assert "--forward gru," in err and "forward=" not in err

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -32,6 +33,11 @@ class CommandError(Exception):
 # The converters word their errors for Python callers (keyword arguments); a
 # command-line user typed flags.
 _FLAG_NAMES = [
+    (r" \(gru-infer: --forward\)", ""),
+    (r"\bforward=\[\.\.\.\]", "--forward ITEM[,ITEM...]"),
+    (r"\bforward=\[([^\]]*)\]",
+     lambda m: "--forward " + ",".join(i.strip().strip("'\"") for i in m[1].split(","))),
+    (r"\bforward=", "--forward "),
     (r"\bhead=\[\.\.\.\]", "--head PREFIX[,PREFIX...]"),
     (r"\bbatch_first=False\b", "--time-major"),
     (r"\bstrict=False\b", "--no-strict"),
@@ -93,7 +99,8 @@ def write_atomically(path: str, write: Callable) -> None:
 def _torch_options(args) -> dict:
     """The PyTorch options given on the command line, as convert() keywords."""
     options = {}
-    for key in ("prefix", "head_activation", "hidden_activation", "head_on", "batch_first"):
+    for key in ("forward", "prefix", "head_activation", "hidden_activation", "head_on",
+                "batch_first"):
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
@@ -257,7 +264,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-_OPTION_FLAGS = {"prefix": "--prefix", "head": "--head", "head_activation": "--head-activation",
+_OPTION_FLAGS = {"forward": "--forward", "prefix": "--prefix", "head": "--head", "head_activation": "--head-activation",
                  "hidden_activation": "--hidden-activation", "head_on": "--head-on"}
 
 
@@ -358,6 +365,10 @@ def _add_model_options(parser) -> None:
     group = parser.add_argument_group(
         "PyTorch checkpoints", "what a state dict cannot say; a whole-module pickle says some "
         "of it itself")
+    group.add_argument("--forward", metavar="ITEM[,ITEM...]",
+                       help="what forward() does, in order: module prefixes, activations and "
+                            "selectors, e.g. gru,last_step,relu,fc (without it, gru_infer "
+                            "assumes one and warns)")
     group.add_argument("--prefix", metavar="PREFIX",
                        help="use the nn.GRU stack whose keys start with PREFIX (when there "
                             "are several)")
@@ -390,6 +401,7 @@ EPILOGS = {
     "convert": """examples:
   gru-infer convert model.keras model.safetensors
   gru-infer convert model.weights.h5 model.safetensors --config model.json
+  gru-infer convert model.pt model.safetensors --forward gru,last_step,fc,sigmoid
   gru-infer convert model.pt model.safetensors --head-activation sigmoid""",
     "info": """examples:
   gru-infer info model.safetensors
@@ -480,6 +492,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line in the command line's terms (no source line)."""
+    print(f"{PROG}: warning: {in_cli_terms(str(message))}", file=file or sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     """Run the command line argv (default: sys.argv[1:]); the exit status."""
     args = build_parser(prog).parse_args(argv)
@@ -487,7 +504,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
 
     def body() -> int:
         try:
-            return args.func(args)
+            with warnings.catch_warnings():
+                if not debug:
+                    warnings.showwarning = _show_warning
+                return args.func(args)
         except (BrokenPipeError, KeyboardInterrupt):
             raise
         except Exception as error:  # one clear line, unless --debug
