@@ -23,7 +23,7 @@ _EXPORTS = {
     "load": "api",
     "from_torch": "api",
     "show_config": "config",
-    "get_num_threads": "_threads",
+    "get_num_threads": "config",
     "set_num_threads": "_threads",
     "GruInferError": "errors",
     "FormatError": "errors",

@@ -61,9 +61,11 @@ def get_num_threads() -> int:
 
 
 def _check(n, what: str) -> int:
-    from .errors import InputError
+    from .errors import InputError, InputTypeError
 
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise InputTypeError(f"{what} must be a positive int, got {type(n).__name__} {n!r}")
+    if n < 1:
         raise InputError(f"{what} must be a positive int, got {n!r}")
     return min(n, 1 << 12)  # beyond any machine; keeps the value a C int
 

@@ -5,28 +5,42 @@ module knows both.)"""
 from __future__ import annotations
 
 import os
+from typing import Any, Dict, Union
 
 from .converters import convert_to_spec, detect_format
 from .errors import FormatError
 from .runtime.model import Model
 from .spec import file as spec_file
 
+PathLike = Union[str, "os.PathLike[str]"]
 
-def convert(src, *, config=None, **options) -> Model:
+
+def _check_path(value, what: str) -> None:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} takes a file path (str or os.PathLike), got "
+                        f"{type(value).__name__}: to read a checkpoint held in memory, write "
+                        "it to a file first (tempfile.NamedTemporaryFile)")
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{what} takes a file path (str or os.PathLike), got "
+                        f"{type(value).__name__}")
+
+
+def convert(src: PathLike, *, config: Union[PathLike, Dict[str, Any], None] = None,
+            **options: Any) -> Model:
     """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config),
     PyTorch (.pt state dict, checkpoint or whole module; a state dict saved as
     safetensors), or a gru_infer weight file.  config: the JSON config of a
     Keras weights-only file (a path, JSON text or a dict; by default the .json
     beside it).  options: what a PyTorch state dict cannot say (see
     gru_infer.converters.torch.convert_state_dict)."""
+    _check_path(src, "convert")
     return Model(convert_to_spec(src, config=config, **options))
 
 
-def load(path) -> Model:
+def load(path: PathLike) -> Model:
     """A Model from a gru_infer weight file (written by Model.save or
     gru-infer convert)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"load takes a file path (str or os.PathLike), got {type(path).__name__}")
+    _check_path(path, "load")
     kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
     if kind == "keras":
         raise FormatError(f"{os.fspath(path)}: a Keras file, not a gru_infer weight file: use "
@@ -38,7 +52,7 @@ def load(path) -> Model:
     return Model(spec_file.load(path))
 
 
-def from_torch(module, **options) -> Model:
+def from_torch(module: Any, **options: Any) -> Model:
     """A Model from a live torch.nn.Module (an nn.GRU, or a module /
     nn.Sequential of nn.GRU + nn.Linear + activations, optionally after an
     nn.Embedding), without saving it first."""

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ._threads import available_cores
+from .config import get_num_threads
 from .spec.layers import Embedding
 
 
@@ -81,7 +81,7 @@ def bench_model(model, *, threads=None, batch_sizes=None, steps=100, seconds=1.0
     while measuring (default: standard error), shown only on a terminal."""
     out = sys.stdout if out is _STANDARD else out
     progress = sys.stderr if progress is _STANDARD else progress
-    threads = _parse_ints(threads, sorted({1, available_cores()}))
+    threads = _parse_ints(threads, sorted({1, get_num_threads()}))
     batch_sizes = _parse_ints(batch_sizes, [1, 8, 64])
     rng = np.random.default_rng(seed)
     streamable = all(len(r.cells) == 1 and not r.go_backwards for r in model.recurrent_layers)

@@ -481,7 +481,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                 "throughput", cmd_bench)
     p.add_argument("file", help="a weight file or checkpoint")
     p.add_argument("--threads", default=None, metavar="N[,N...]",
-                   help="thread counts to measure at (default: 1 and all cores)")
+                   help="thread counts to measure at (default: 1 and the default count, "
+                        "gru_infer.get_num_threads())")
     p.add_argument("--batch-sizes", dest="batch_sizes", default="1,8,64", metavar="B[,B...]",
                    help="batch sizes for throughput (default: 1,8,64)")
     p.add_argument("--steps", type=int, default=100, metavar="T",
