@@ -219,17 +219,18 @@ def test_convert_to_a_folder_is_refused_before_any_work(tmp_path, capsys):
 
 
 def test_a_closed_pipe_ends_quietly():
-    """`gru-infer demo | head -3`: no traceback, the status a SIGPIPE'd tool has."""
+    """`gru-infer demo | head -3`: no traceback, the status a SIGPIPE'd tool has.
+    The reader goes before the demo writes (as `| true` does), so every write
+    after it meets the closed pipe, whatever the buffering."""
     process = subprocess.Popen([sys.executable, "-m", "gru_infer", "demo", "--seed", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                    [str(Path(gru_infer.__file__).parents[1]),
                                     os.environ.get("PYTHONPATH", "")])})
-    lines = [process.stdout.readline() for _ in range(3)]
-    process.stdout.close()  # what head does after its lines
+    process.stdout.close()
     stderr = process.stderr.read()
     assert process.wait(timeout=300) == 141
-    assert lines[0].startswith(b"gru_infer demo") and stderr == b""
+    assert stderr == b""
 
 
 def test_progress_only_on_a_terminal():
