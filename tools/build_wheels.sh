@@ -17,6 +17,9 @@
 # follows the build machine: inside quay.io/pypa/manylinux_2_28_x86_64 (or
 # _aarch64) this gives manylinux_2_28; on Debian 12 (glibc 2.36) the system
 # libgomp needs GLIBC_2.34 and the wheel is manylinux_2_34_x86_64.
+# aarch64: this script as it is on an aarch64 machine or in the manylinux
+# aarch64 image; from an x86_64 Debian 12 machine, tools/build_wheel_aarch64_cross.sh
+# (cross compiler, auditwheel, a smoke test under qemu).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:-$repo/wheelhouse}" && cd "${1:-$repo/wheelhouse}" && pwd)"
