@@ -8,6 +8,7 @@ import os
 from typing import Any, Dict, Union
 
 from .converters import convert_to_spec, detect_format
+from .converters._files import read_head
 from .errors import FormatError
 from .runtime.model import Model
 from .spec import file as spec_file
@@ -27,11 +28,12 @@ def _check_path(value, what: str) -> None:
 
 def convert(src: PathLike, *, config: Union[PathLike, Dict[str, Any], None] = None,
             **options: Any) -> Model:
-    """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config),
+    """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config; a
+    TF SavedModel folder; a TF checkpoint + config),
     PyTorch (.pt state dict, checkpoint or whole module; a state dict saved as
     safetensors), or a gru_infer weight file.  config: the JSON config of a
-    Keras weights-only file (a path, JSON text or a dict; by default the .json
-    beside it).  options: what a PyTorch state dict cannot say (see
+    Keras weights-only file or TF checkpoint (a path, JSON text or a dict; by
+    default the .json beside it).  options: what a PyTorch state dict cannot say (see
     gru_infer.converters.torch.convert_state_dict)."""
     _check_path(src, "convert")
     return Model(convert_to_spec(src, config=config, **options))
@@ -42,8 +44,13 @@ def load(path: PathLike) -> Model:
     gru-infer convert)."""
     _check_path(path, "load")
     kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
-    if kind == "keras":
-        raise FormatError(f"{os.fspath(path)}: a Keras file, not a gru_infer weight file: use "
+    what = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
+            "tf_checkpoint": "a TensorFlow checkpoint", "onnx": "an ONNX model",
+            "torch_export": "a torch.export archive"}.get(kind)
+    if kind == "torch" and read_head(path, 2)[:1] in (b"\x80", b"P"):  # a pickle or a zip
+        what = "a PyTorch checkpoint (torch.save)"
+    if what:
+        raise FormatError(f"{os.fspath(path)}: {what}, not a gru_infer weight file: use "
                           "gru_infer.convert() to read it")
     if kind != "safetensors":
         raise FormatError(f"{os.fspath(path)}: not a gru_infer weight file: it does not start "
@@ -52,10 +59,12 @@ def load(path: PathLike) -> Model:
     return Model(spec_file.load(path))
 
 
-def from_torch(module: Any, **options: Any) -> Model:
-    """A Model from a live torch.nn.Module (an nn.GRU, or a module /
-    nn.Sequential of nn.GRU + nn.Linear + activations, optionally after an
-    nn.Embedding), without saving it first."""
+def from_torch(module: Any, example_input: Any = None, **options: Any) -> Model:
+    """A Model from a live torch.nn.Module, without saving it first.  With
+    example_input (a tensor, or a tuple of forward()'s arguments) torch.export
+    traces forward(), so what it computes is known, not guessed; without it
+    (or when export fails) the module's structure is read, with a
+    GruInferWarning showing the forward assumed (forward=[...] states it)."""
     from .converters.torch import from_torch as spec_from_torch
 
-    return Model(spec_from_torch(module, **options))
+    return Model(spec_from_torch(module, example_input, **options))

@@ -134,8 +134,11 @@ def _not_pytorch(path: str) -> Optional[str]:
         kind = detect_format(path)
     except (OSError, ValueError):
         return None  # convert() says what is wrong with it
-    if kind == "keras":
-        return "a Keras file"
+    named = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
+             "tf_checkpoint": "a TensorFlow checkpoint", "onnx": "an ONNX model",
+             "torch_export": "a torch.export archive"}
+    if kind in named:
+        return named[kind]
     if kind == "safetensors":
         from .spec import file
 
@@ -360,8 +363,9 @@ def cmd_bench(args) -> int:
 
 def _add_model_options(parser) -> None:
     parser.add_argument("--config", metavar="JSON",
-                        help="Keras weights-only files (.weights.h5): the model's JSON config "
-                             "(default: the .json file beside it)")
+                        help="Keras weights-only files (.weights.h5) and TF checkpoints: the "
+                             "model's JSON config, model.to_json() (default: the .json file "
+                             "beside it)")
     group = parser.add_argument_group(
         "PyTorch checkpoints", "what a state dict cannot say; a whole-module pickle says some "
         "of it itself")
@@ -445,8 +449,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("convert", "convert a checkpoint (.keras, .h5, .weights.h5, .pt, .safetensors) "
-                "into a gru_infer weight file", cmd_convert)
+    p = command("convert", "convert a checkpoint (.keras, .h5, .weights.h5, SavedModel folder, "
+                "TF checkpoint, .onnx, .pt, .pt2, .safetensors) into a gru_infer weight file",
+                cmd_convert)
     p.add_argument("src", help="the checkpoint to read")
     p.add_argument("dst", help="the weight file to write (.safetensors)")
     _add_model_options(p)
