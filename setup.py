@@ -18,11 +18,14 @@ import tempfile
 import setuptools
 
 # pyproject.toml states its license the PEP 639 way (license = "MIT"), which
-# older setuptools reject with a schema error that does not say this.
-if tuple(int(p) for p in setuptools.__version__.split(".")[:1]) < (77,):
+# setuptools before 77 rejects with a schema error that does not say this.
+# `pip install` fetches a new one itself; an in-place `setup.py build_ext` with
+# an older one builds the extension without reading the project metadata.
+OLD_SETUPTOOLS = int(setuptools.__version__.split(".")[0]) < 77
+if OLD_SETUPTOOLS and sys.argv[1:2] != ["build_ext"]:
     sys.exit(f"gru_infer needs setuptools>=77 to build (found {setuptools.__version__}): "
-             "`pip install .` fetches it by itself; for `python3 setup.py build_ext --inplace` "
-             "run `python3 -m pip install 'setuptools>=77'` first")
+             "`pip install .` fetches it by itself; otherwise run "
+             "`python3 -m pip install 'setuptools>=77'` first")
 
 import numpy as np  # noqa: E402
 from Cython.Build import cythonize  # noqa: E402
@@ -74,4 +77,14 @@ extension = Extension(
     extra_link_args=link_args,
 )
 
-setup(ext_modules=cythonize([extension], language_level=3))
+ext_modules = cythonize([extension], language_level=3)
+if OLD_SETUPTOOLS:  # build_ext only (above): no pyproject.toml, same extension
+    from setuptools.dist import Distribution
+
+    dist = Distribution({"name": "gru_infer", "ext_modules": ext_modules,
+                         "package_dir": {"": "src"}, "script_name": sys.argv[0],
+                         "script_args": sys.argv[1:]})
+    dist.parse_command_line()
+    dist.run_commands()
+else:
+    setup(ext_modules=ext_modules)
