@@ -378,3 +378,13 @@ def test_warnings_are_one_line_in_flag_terms(capsys):
     err = capsys.readouterr().err
     assert err.startswith("gru-infer: warning: ") and err.count("\n") == 1
     assert "--forward gru," in err and "forward=" not in err
+
+
+def test_time_major_shapes_put_the_batch_second(capsys):
+    src = FIXTURES / "torch" / "gru_timemajor_h0.pt"
+    assert main(["info", str(src), "--time-major", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["time_major"] and info["inputs"][0]["shape"][:2] == [None, None]
+    assert main(["info", str(src), "--time-major"]) == 0
+    out = capsys.readouterr().out
+    assert "(time, batch, " in out.split("name")[-1]

@@ -150,17 +150,25 @@ def _not_pytorch(path: str) -> Optional[str]:
     return None
 
 
-def _full_shape(shape, time_major: bool) -> list:
+def _batch_axis(row_shape, time_major: bool, is_input: bool) -> int:
+    """Where the batch axis goes: a time-major model takes every input and
+    gives every output with a time axis as (time, batch, ...)."""
+    return 1 if time_major and (is_input or len(row_shape) >= 2) else 0
+
+
+def _full_shape(row_shape, time_major: bool, is_input: bool) -> list:
     """A per-row shape with the batch axis put in (None: any size)."""
-    shape = list(shape)
-    return shape[:1] + [None] + shape[1:] if time_major else [None] + shape
+    shape = list(row_shape)
+    axis = _batch_axis(row_shape, time_major, is_input)
+    return shape[:axis] + [None] + shape[axis:]
 
 
-def _shape_text(shape, time_major: bool) -> str:
-    dims = ["?" if s is None else str(s) for s in shape]
-    dims[1 if time_major else 0] = "batch"
-    if len(dims) > 1 and shape[0 if time_major else 1] is None:
-        dims[0 if time_major else 1] = "time"
+def _shape_text(full_shape, batch_axis: int) -> str:
+    dims = ["?" if s is None else str(s) for s in full_shape]
+    dims[batch_axis] = "batch"
+    time_axis = 0 if batch_axis == 1 else 1
+    if len(dims) > 1 and full_shape[time_axis] is None:
+        dims[time_axis] = "time"
     return "(" + ", ".join(dims) + ")"
 
 
@@ -181,9 +189,9 @@ def describe_model(model) -> dict:
         "compute_dtype": dtype,
         "precision": spec.precision,
         "time_major": spec.time_major,
-        "inputs": [{"name": i.name, "shape": _full_shape(i.shape, spec.time_major),
+        "inputs": [{"name": i.name, "shape": _full_shape(i.shape, spec.time_major, True),
                     "dtype": str(np.dtype(i.dtype))} for i in spec.inputs],
-        "outputs": [{"name": output_name(ref), "shape": _full_shape(shape, spec.time_major),
+        "outputs": [{"name": output_name(ref), "shape": _full_shape(shape, spec.time_major, False),
                      "dtype": dtype} for ref, shape in zip(spec.outputs, spec.output_shapes())],
         "layers": rows(spec),
         "source": spec.source,
@@ -200,10 +208,12 @@ def model_text(model) -> str:
     described = describe_model(model)
     lines = [line for line in model.summary().splitlines()
              if not line.startswith(("inputs:", "outputs:"))]
+    batch_axis = 1 if model.time_major else 0
     io = [("", "name", "shape", "dtype")]
-    io += [("input", i["name"], _shape_text(i["shape"], model.time_major), i["dtype"])
+    io += [("input", i["name"], _shape_text(i["shape"], batch_axis), i["dtype"])
            for i in described["inputs"]]
-    io += [("output", o["name"], _shape_text(o["shape"], model.time_major), o["dtype"])
+    io += [("output", o["name"],
+            _shape_text(o["shape"], batch_axis if len(o["shape"]) >= 3 else 0), o["dtype"])
            for o in described["outputs"]]
     return "\n".join(lines) + "\n\n" + format_table(io)
 
