@@ -244,7 +244,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from gru_infer._console import run_command  # `| head` ends it quietly
 
-    return run_command(lambda: run_demo(seed=args.seed, count=args.count) and 0)
+    def body() -> int:
+        run_demo(seed=args.seed, count=args.count)
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
