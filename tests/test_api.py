@@ -157,3 +157,15 @@ def test_a_build_without_openmp_reports_one_thread(monkeypatch):
         assert info["openmp"] is False and info["default_threads"] == 1
     finally:
         gru_infer.set_num_threads(None)
+
+
+def test_type_checkers_see_every_public_name():
+    """The lazy names are also imported under TYPE_CHECKING, so mypy and
+    pyright see gru_infer.load & co. as they are, not as Any."""
+    import ast
+
+    tree = ast.parse(Path(gru_infer.__file__).read_text())
+    guarded = next(node for node in tree.body if isinstance(node, ast.If)
+                   and getattr(node.test, "id", None) == "TYPE_CHECKING")
+    seen = {alias.name for node in guarded.body for alias in node.names}
+    assert seen == set(gru_infer._EXPORTS)

@@ -14,12 +14,12 @@ import re
 import sys
 import tempfile
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import __version__
 from ._console import run_command
+from ._version import __version__
 
 PROG = "gru-infer"
 
@@ -32,7 +32,7 @@ class CommandError(Exception):
 
 # The converters word their errors for Python callers (keyword arguments); a
 # command-line user typed flags.
-_FLAG_NAMES = [
+_FLAG_NAMES: List[Tuple[str, Union[str, Callable[[re.Match], str]]]] = [
     (r" \(gru-infer: --forward\)", ""),
     (r"\bforward=\[\.\.\.\]", "--forward ITEM[,ITEM...]"),
     (r"\bforward=\[([^\]]*)\]",

@@ -29,8 +29,8 @@ def get_num_threads() -> int:
 
 def config() -> Dict[str, Any]:
     """The build and machine facts: version, kernels, OpenMP, threads."""
-    from . import __version__
     from ._threads import available_cores
+    from ._version import __version__
 
     info = {"version": __version__, "python": sys.version.split()[0],
             "cores_available": available_cores(), "default_threads": get_num_threads(),
