@@ -61,3 +61,10 @@ def test_bench_runs_quickly_on_a_small_model(tmp_path, capsys):
     model.save(path)
     assert main(["bench", str(path), "--threads", "1", "--batch-sizes", "2", "--steps", "3",
                  "--seconds", "0.01"]) == 0
+
+
+def test_forward_option(tmp_path, capsys):
+    src = FIXTURES / "torch" / "bigru2_linear_sd.pt"
+    assert main(["info", str(src), "--forward", "gru,final_states,head"]) == 0
+    out = capsys.readouterr().out
+    assert "forward: ['gru', 'final_states', 'head']" in out and "(assumed" not in out

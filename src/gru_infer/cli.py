@@ -19,7 +19,7 @@ def _open_model(path, config=None, torch_options=None):
 
 def _torch_options(args) -> dict:
     options = {}
-    for key in ("prefix", "head_activation", "head_on", "batch_first"):
+    for key in ("forward", "prefix", "head_activation", "head_on", "batch_first"):
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
@@ -78,6 +78,8 @@ def cmd_bench(args):
 
 def _add_torch_options(parser):
     group = parser.add_argument_group("PyTorch state dicts (what a state dict cannot say)")
+    group.add_argument("--forward", help="what forward() does, in order: module prefixes, "
+                       "activations and selectors, e.g. gru,last_step,relu,fc")
     group.add_argument("--prefix", help="use the GRU stack under this key prefix")
     group.add_argument("--head-activation", dest="head_activation",
                        help="activation after the Linear head: linear, sigmoid, softmax, ...")

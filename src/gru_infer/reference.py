@@ -94,3 +94,50 @@ def gru_reference(
                 previous_output = h
             h_n[d, b] = h
     return y, h_n
+
+
+# -- the layers around GRUs, one row and one output step at a time ---------------------
+
+
+def conv1d_reference(x, kernel, bias=None, *, strides=1, dilation=1, groups=1, pads=(0, 0)):
+    """y[b, t, f] = bias[f] + sum_k sum_c xpad[b, t*s + k*d, g*cin + c] kernel[k, c, f]
+    for f in group g: x (batch, time, channels), kernel (size, channels / groups, filters)."""
+    x = np.asarray(x, np.float64)
+    size, per_group, filters = kernel.shape
+    padded = np.concatenate([np.zeros((x.shape[0], pads[0], x.shape[2])), x,
+                             np.zeros((x.shape[0], pads[1], x.shape[2]))], axis=1)
+    length = (padded.shape[1] - dilation * (size - 1) - 1) // strides + 1
+    per_out = filters // groups
+    y = np.zeros((x.shape[0], max(length, 0), filters))
+    for b in range(x.shape[0]):
+        for t in range(max(length, 0)):
+            for f in range(filters):
+                g = f // per_out
+                total = 0.0 if bias is None else float(bias[f])
+                for k in range(size):
+                    for c in range(per_group):
+                        total += padded[b, t * strides + k * dilation, g * per_group + c] * kernel[k, c, f]
+                y[b, t, f] = total
+    return y
+
+
+def pool1d_reference(x, *, mode, pool_size, strides, padding):
+    """Max / average over windows of time; "same" windows hold real steps only."""
+    x = np.asarray(x, np.float64)
+    steps = x.shape[1]
+    if padding == "same":
+        length = -(-steps // strides)
+        start = -(max(0, (length - 1) * strides + pool_size - steps) // 2)
+    else:
+        length, start = max(0, (steps - pool_size) // strides + 1), 0
+    y = np.zeros((x.shape[0], length, x.shape[2]))
+    for i in range(length):
+        window = x[:, max(0, start + i * strides): min(steps, start + i * strides + pool_size)]
+        y[:, i] = window.max(axis=1) if mode == "max" else window.mean(axis=1)
+    return y
+
+
+def layer_norm_reference(x, gamma=None, beta=None, epsilon=1e-3):
+    x = np.asarray(x, np.float64)
+    y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + epsilon)
+    return y * (1 if gamma is None else gamma) + (0 if beta is None else beta)

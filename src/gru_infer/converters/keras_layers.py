@@ -11,13 +11,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec import activations
+from ..spec.extra_layers import (
+    BatchNormalization,
+    Conv1D,
+    Flatten,
+    GlobalPooling1D,
+    LayerNormalization,
+    Permute,
+    Pooling1D,
+    RepeatVector,
+    Reshape,
+)
 from ..spec.layers import (
     Activation,
     Concatenate,
     Dense,
     Embedding,
+    ExpandDims,
+    FillLike,
     GRUCell,
     Identity,
+    Logical,
     Masking,
     Merge,
     NotEqual,
@@ -75,6 +89,7 @@ class Builder:
         self.path = path
         self.weights = weights
         self.hard_sigmoid = "keras2" if keras_major < 3 else "keras3"
+        self.mask_semantics = "keras2" if keras_major < 3 else "keras3"
 
     def activation(self, value, where: str, *, gate: bool = False) -> str:
         try:
@@ -132,12 +147,17 @@ class Builder:
     def layer(self, layer: dict, position: int, constants=()):
         """The spec layer for one Keras layer (None for InputLayer)."""
         where = f"{self.path}: layer #{position} {layer['name']!r} ({layer['class_name']})"
-        make = KERAS_LAYERS.get(layer["class_name"])
+        # Keras 3 writes tensor operations of functional graphs (mask arithmetic) as op
+        # nodes; one of them shares its class name with a layer (Concatenate).
+        is_op = ".ops." in str(layer.get("module") or "") or (
+            layer["class_name"] in KERAS_OPS and layer["class_name"] not in KERAS_LAYERS)
+        make = (KERAS_OPS if is_op else KERAS_LAYERS).get(layer["class_name"])
         if make is None:
             hint = " (its code is not in the file; gru_infer never runs code from a file)" \
                 if layer["class_name"] == "Lambda" else ""
+            known = KERAS_OPS if is_op else KERAS_LAYERS
             raise KerasFileError(f"{where} is not supported by gru_infer{hint}; supported "
-                                 f"layers: {', '.join(sorted(KERAS_LAYERS))}")
+                                 f"{'ops' if is_op else 'layers'}: {', '.join(sorted(known))}")
         try:
             return make(self, layer, position, constants, where)
         except KerasFileError:
@@ -228,11 +248,109 @@ def _softmax(b: Builder, layer, position, constants, where):
 
 
 def _concatenate(b: Builder, layer, position, constants, where):
-    return Concatenate(layer["name"], per_row_axis(layer["config"].get("axis", -1), where))
+    return Concatenate(layer["name"], per_row_axis(layer["config"].get("axis", -1), where),
+                       b.mask_semantics)
 
 
 def _merge(b: Builder, layer, position, constants, where):
-    return Merge(layer["name"], MERGE_CLASSES[layer["class_name"]])
+    return Merge(layer["name"], MERGE_CLASSES[layer["class_name"]], b.mask_semantics)
+
+
+def _one(value, where: str, what: str) -> int:
+    """A Keras size given as an int or a one-element list."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise KerasFileError(f"{where}: {what} {value} is not one number")
+        value = value[0]
+    return int(value)
+
+
+def _channels_last(config: dict, where: str) -> None:
+    if config.get("data_format", "channels_last") not in (None, "channels_last"):
+        raise KerasFileError(f"{where}: data_format {config['data_format']!r} is not supported; "
+                             "only channels_last")
+
+
+def _last_axis(config: dict, where: str) -> None:
+    """Normalisation over the last axis only (Keras 2 writes it as a resolved
+    index list such as [2], Keras 3 as -1 or [-1])."""
+    axis = config.get("axis", -1)
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    if len(axes) != 1 or not isinstance(axes[0], int) or axes[0] == 0:
+        raise KerasFileError(f"{where}: normalisation over axis {axis} is not supported; only "
+                             "over the last axis")
+
+
+def _conv1d(b: Builder, layer, position, constants, where):
+    config = layer["config"]
+    _channels_last(config, where)
+    arrays = b.arrays(layer, position)
+    use_bias = config.get("use_bias", True)
+    if len(arrays) != (2 if use_bias else 1):
+        raise KerasFileError(f"{where}: expected {'kernel and bias' if use_bias else 'kernel'}, "
+                             f"found {len(arrays)} weights{_EXTRA_WEIGHTS_HINT}")
+    return Conv1D(layer["name"], arrays[0], arrays[1] if use_bias else None,
+                  strides=_one(config.get("strides", 1), where, "strides"),
+                  padding=config.get("padding", "valid"),
+                  dilation=_one(config.get("dilation_rate", 1), where, "dilation_rate"),
+                  groups=int(config.get("groups", 1)),
+                  activation=b.activation(config.get("activation", "linear"), where))
+
+
+def _pooling(b: Builder, layer, position, constants, where):
+    config = layer["config"]
+    _channels_last(config, where)
+    size = _one(config.get("pool_size", 2), where, "pool_size")
+    strides = config.get("strides")
+    return Pooling1D(layer["name"], "max" if layer["class_name"].startswith("Max") else "average",
+                     size, size if strides is None else _one(strides, where, "strides"),
+                     config.get("padding", "valid"))
+
+
+def _global_pooling(b: Builder, layer, position, constants, where):
+    config = layer["config"]
+    _channels_last(config, where)
+    maximum = layer["class_name"].startswith("GlobalMax")
+    # GlobalMaxPooling1D takes the max over every step, masked or not (both Keras versions)
+    return GlobalPooling1D(layer["name"], "max" if maximum else "average", mask_aware=not maximum,
+                           keepdims=bool(config.get("keepdims", False)))
+
+
+def _batch_normalization(b: Builder, layer, position, constants, where):
+    config = layer["config"]
+    _last_axis(config, where)
+    arrays = list(b.arrays(layer, position))
+    center, scale = config.get("center", True), config.get("scale", True)
+    if len(arrays) != 2 + center + scale:
+        raise KerasFileError(f"{where}: expected {2 + center + scale} weights, found {len(arrays)}")
+    gamma = arrays.pop(0) if scale else None
+    beta = arrays.pop(0) if center else None
+    return BatchNormalization(layer["name"], arrays[0], arrays[1], gamma, beta,
+                              float(config.get("epsilon", 1e-3)))
+
+
+def _layer_normalization(b: Builder, layer, position, constants, where):
+    config = layer["config"]
+    _last_axis(config, where)
+    arrays = list(b.arrays(layer, position))
+    rms = bool(config.get("rms_scaling", False))
+    center, scale = config.get("center", True) and not rms, config.get("scale", True)
+    if len(arrays) != center + scale:
+        raise KerasFileError(f"{where}: expected {center + scale} weights, found {len(arrays)}")
+    gamma = arrays.pop(0) if scale else None
+    beta = arrays.pop(0) if center else None
+    return LayerNormalization(layer["name"], gamma, beta, float(config.get("epsilon", 1e-3)),
+                              mode="rms_scaling" if rms else "standard")
+
+
+def _rms_normalization(b: Builder, layer, position, constants, where):
+    config = layer["config"]
+    _last_axis(config, where)
+    arrays = b.arrays(layer, position)
+    if len(arrays) != 1:
+        raise KerasFileError(f"{where}: expected one scale, found {len(arrays)} weights")
+    return LayerNormalization(layer["name"], arrays[0], None, float(config.get("epsilon", 1e-6)),
+                              mode="rms")
 
 
 KERAS_LAYERS = {
@@ -251,14 +369,45 @@ KERAS_LAYERS = {
         layer["name"], b.activation(layer["config"]["activation"], where)),
     "ReLU": _relu,
     "Softmax": _softmax,
+    "Concatenate": _concatenate,
+    **{cls: _merge for cls in MERGE_CLASSES},
+    "Conv1D": _conv1d,
+    "MaxPooling1D": _pooling,
+    "AveragePooling1D": _pooling,
+    "GlobalAveragePooling1D": _global_pooling,
+    "GlobalMaxPooling1D": _global_pooling,
+    "BatchNormalization": _batch_normalization,
+    "LayerNormalization": _layer_normalization,
+    "RMSNormalization": _rms_normalization,
+    "Flatten": lambda b, layer, position, constants, where: (
+        _channels_last(layer["config"], where), Flatten(layer["name"]))[1],
+    "Reshape": lambda b, layer, position, constants, where: Reshape(
+        layer["name"], tuple(layer["config"]["target_shape"])),
+    "Permute": lambda b, layer, position, constants, where: Permute(
+        layer["name"], tuple(layer["config"]["dims"])),
+    "RepeatVector": lambda b, layer, position, constants, where: RepeatVector(
+        layer["name"], int(layer["config"]["n"])),
+    **{cls: (lambda b, layer, position, constants, where: Identity(layer["name"],
+                                                                   layer["class_name"]))
+       for cls in IDENTITY_CLASSES},
+}
+
+# Keras 3 op nodes (module keras.src.ops.*): the tensor operations Keras 3
+# writes for masks in functional graphs.
+KERAS_OPS = {
     "NotEqual": lambda b, layer, position, constants, where: NotEqual(
         layer["name"], constants[0] if constants else layer["config"].get("y", 0)),
     "Any": lambda b, layer, position, constants, where: ReduceAny(
         layer["name"], per_row_axis(layer["config"].get("axis", -1), where),
         layer["config"].get("keepdims", False)),
-    "Concatenate": _concatenate,
-    **{cls: _merge for cls in MERGE_CLASSES},
-    **{cls: (lambda b, layer, position, constants, where: Identity(layer["name"],
-                                                                   layer["class_name"]))
-       for cls in IDENTITY_CLASSES},
+    "ExpandDims": lambda b, layer, position, constants, where: ExpandDims(
+        layer["name"], per_row_axis(layer["config"].get("axis", -1), where)),
+    "ZerosLike": lambda b, layer, position, constants, where: FillLike(
+        layer["name"], 0.0, layer["config"].get("dtype") or "bool"),
+    "OnesLike": lambda b, layer, position, constants, where: FillLike(
+        layer["name"], 1.0, layer["config"].get("dtype") or "bool"),
+    "LogicalOr": lambda b, layer, position, constants, where: Logical(layer["name"], "or"),
+    "LogicalAnd": lambda b, layer, position, constants, where: Logical(layer["name"], "and"),
+    "Concatenate": lambda b, layer, position, constants, where: Concatenate(
+        layer["name"], per_row_axis(layer["config"].get("axis", -1), where)),
 }

@@ -11,9 +11,12 @@ checking happens at the model boundary (runtime/model.py), not here.
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_release_lock, PyThread_type_lock, WAIT_LOCK)
 from libc.math cimport exp, log
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -381,6 +384,35 @@ cdef class LastStepOp(Op):
                     t = 0 if self.backward[d] else self.T - 1
                     memcpy(self.out + (b * DH + d * H) * self.item,
                            self.y + ((b * self.T + t) * DH + d * H) * self.item, row)
+        return 0
+
+
+cdef class MaskedStartOp(Op):
+    """A stream's masked steps repeat the previous step's output, as they do
+    inside a whole sequence: the steps that open a call before any valid one
+    get the output the stream held when the call began (its state then)."""
+
+    cdef char *y
+    cdef const char *before
+    cdef const uint8_t *mask
+    cdef Py_ssize_t B, T, row, ldy
+    cdef tuple _keep_alive
+
+    def __init__(self, cnp.ndarray y, cnp.ndarray before, cnp.ndarray mask):
+        self.y, self.before = <char *>data(y), <const char *>data(before)
+        self.mask = <const uint8_t *>data(mask)
+        self.B, self.T = y.shape[0], y.shape[1]
+        self.row = before.nbytes // max(self.B, 1)
+        self.ldy = y.nbytes // max(self.B * self.T, 1)
+        self._keep_alive = (y, before, mask)
+
+    cdef int run(self) except -1:
+        cdef Py_ssize_t b, t
+        for b in range(self.B):
+            t = 0
+            while t < self.T and not self.mask[b * self.T + t]:
+                memcpy(self.y + (b * self.T + t) * self.ldy, self.before + b * self.row, self.row)
+                t += 1
         return 0
 
 
@@ -780,6 +812,38 @@ cdef class PyOp(Op):
 # -- programs ----------------------------------------------------------------------------
 
 
+cdef class Lock:
+    """A plain mutex that compiled code takes without calling into Python
+    (also a context manager for Python code)."""
+
+    cdef PyThread_type_lock lock
+
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    cdef inline void take(self):
+        if not PyThread_acquire_lock(self.lock, 0):  # contended: wait without the GIL
+            with nogil:
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+
+    cdef inline void give(self):
+        PyThread_release_lock(self.lock)
+
+    def __enter__(self):
+        self.take()
+        return self
+
+    def __exit__(self, *exc):
+        self.give()
+        return False
+
+
 cdef class Program:
     """A model compiled for one call shape: its ops in order, over buffers
     made once.  inputs / outputs: the buffers callers fill and read."""
@@ -790,11 +854,11 @@ cdef class Program:
     cdef readonly list gru_ops
     cdef readonly tuple step_shape
     cdef cnp.ndarray step_input
-    cdef cnp.ndarray step_output
+    cdef list step_outputs
     cdef size_t step_bytes
     cdef object step_dtype
     cdef object step_convert
-    cdef object lock
+    cdef Lock lock
 
     def __init__(self, list ops, list inputs, list outputs, list gru_ops):
         for op in ops:
@@ -809,6 +873,21 @@ cdef class Program:
         for op in self.ops:
             op.run()
 
+    def time_run(self, int repeats):
+        """Nanoseconds of each of repeats run()s made back to back from
+        compiled code, with no Python between them: what the ops take alone
+        (benchmarks take the median, so preemptions drop out)."""
+        cdef timespec start, end
+        cdef int i
+        cdef cnp.ndarray times = np.empty(repeats, np.float64)
+        cdef double *t = <double *>data(times)
+        for i in range(repeats):
+            clock_gettime(CLOCK_MONOTONIC, &start)
+            self.run()
+            clock_gettime(CLOCK_MONOTONIC, &end)
+            t[i] = (end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec)
+        return times
+
     def set_flags(self, bint use_lengths, object use_h0=None):
         """Per call: whether GRU ops read the lengths buffer, and their h0
         buffers (use_h0: one flag per GRU op, or None to leave them)."""
@@ -818,49 +897,58 @@ cdef class Program:
             if use_h0 is not None:
                 op.use_h0 = use_h0[i]
 
-    def bind_step(self, object lock, tuple step_shape, object convert, cnp.ndarray output):
+    def bind_step(self, Lock lock, tuple step_shape, object convert, list outputs):
         """Make step() a stream's step: one input of step_shape (the time axis
-        dropped), one output (output: the step's view of it, C-contiguous).
-        convert(x) turns any other input into an array of step_shape and the
-        buffer's dtype, or raises saying what is wrong."""
-        if not cnp.PyArray_IS_C_CONTIGUOUS(output):
-            raise ValueError("internal: a step's output must be C-contiguous")
+        dropped), the outputs as step views of the output buffers
+        (C-contiguous).  convert(x) turns any other input into an array of
+        step_shape and the buffer's dtype, or raises saying what is wrong."""
+        for output in outputs:
+            if not cnp.PyArray_IS_C_CONTIGUOUS(output):
+                raise ValueError("internal: a step's outputs must be C-contiguous")
         self.lock = lock
         self.step_convert = convert
         self.step_shape = step_shape
         self.step_input = self.inputs[0]
-        self.step_output = output
+        self.step_outputs = outputs
         self.step_bytes = self.step_input.nbytes
         self.step_dtype = self.step_input.dtype
 
     def step(self, x, out=None):
         """One streamed step: x (batch, features) or (batch,) ids -> the output
-        for that step, written into out when given (shape and dtype checked)."""
+        for that step (a list for several), written into out when given
+        (an array, or a list of them; shapes and dtypes checked)."""
         cdef cnp.ndarray arr
         if not (type(x) is np.ndarray and (<cnp.ndarray>x).dtype is self.step_dtype
                 and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
                 and (<object>x).shape == self.step_shape):
             x = self.step_convert(x)
         arr = <cnp.ndarray>x
-        self.lock.acquire()
+        self.lock.take()
         try:
             memcpy(data(self.step_input), data(arr), self.step_bytes)
             self.run()
-            return self._step_result(out)
-        finally:
-            self.lock.release()
-
-    cdef object _step_result(self, object out):
-        cdef cnp.ndarray o
-        if out is None:
-            return self.step_output.copy()
-        if type(out) is np.ndarray and (<cnp.ndarray>out).dtype is self.step_output.dtype \
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out) \
-                and (<object>out).shape == (<object>self.step_output).shape:
-            o = <cnp.ndarray>out
-            memcpy(data(o), data(self.step_output), self.step_output.nbytes)
+            if len(self.step_outputs) == 1:
+                return self._result(<cnp.ndarray>self.step_outputs[0], out)
+            if out is None:
+                return [self._result(<cnp.ndarray>o, None) for o in self.step_outputs]
+            if not isinstance(out, (list, tuple)) or len(out) != len(self.step_outputs):
+                raise InputError(f"out must be a list of {len(self.step_outputs)} arrays, "
+                                 f"one per output")
+            for o, target in zip(self.step_outputs, out):
+                self._result(<cnp.ndarray>o, target)
             return out
-        raise InputError(f"out must be a C-contiguous {self.step_output.dtype} array of shape "
-                         f"{(<object>self.step_output).shape}, got "
+        finally:
+            self.lock.give()
+
+    cdef object _result(self, cnp.ndarray output, object out):
+        if out is None:
+            return output.copy()
+        if type(out) is np.ndarray and (<cnp.ndarray>out).dtype == output.dtype \
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out) \
+                and (<object>out).shape == (<object>output).shape:
+            memcpy(data(<cnp.ndarray>out), data(output), output.nbytes)
+            return out
+        raise InputError(f"out must be a C-contiguous {output.dtype} array of shape "
+                         f"{(<object>output).shape}, got "
                          f"{getattr(out, 'dtype', type(out).__name__)} "
                          f"{getattr(out, 'shape', '')}")

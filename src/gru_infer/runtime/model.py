@@ -349,7 +349,8 @@ def check_input(spec_input: Input, value, time_major: bool, named: bool) -> np.n
     # The declared time axis is not enforced: Keras models declared with a
     # fixed length run on other lengths, and a stream runs one step at a
     # time; layers that need the declared length (Flatten) say so themselves.
-    expected = (None, None) + spec_input.shape[1:]
+    sequence = spec_input.token_ids or len(spec_input.shape) >= 2
+    expected = (None, None) + spec_input.shape[1:] if sequence else (None,) + spec_input.shape
     if time_major and x.ndim == len(expected):
         x = x.swapaxes(0, 1)
     if x.ndim != len(expected) or any(e is not None and e != s for e, s in zip(expected, x.shape)):
@@ -390,24 +391,27 @@ class Stream:
     reset() zeroes every row's state, reset(rows) the chosen ones; state reads
     or sets the states (one (directions, batch, units) array per GRU layer).
     A masked step (Masking, Embedding(mask_zero)) carries the state and
-    outputs 0 when it opens a call, as Keras does for each call of a stateful
-    model.  One call at a time per stream (calls from several threads are
-    serialised).  A Stream does not pickle: it holds live state; pickle the
-    Model and copy `state` across.
+    repeats the previous step's output, exactly as inside a whole sequence, so
+    a stream reproduces the whole-sequence outputs step by step.  One call at
+    a time per stream (calls from several threads are serialised).  A Stream
+    does not pickle: it holds live state; pickle the Model and copy `state`
+    across.
     """
 
     def __init__(self, model: Model, batch_size: int = 1, *, num_threads=None):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
-        for layer in model.layers:
-            reason = layer.step_refusal
+        shapes = model.spec.shapes()
+        for node in model.spec.nodes:
+            reason = node.layer.refuses_step([shapes[ref] for ref in node.inputs])
             if reason is not None:
-                raise InputError(f"{layer.kind} layer {layer.name!r} cannot be streamed: {reason}")
+                raise InputError(f"{node.layer.kind} layer {node.layer.name!r} cannot be "
+                                 f"streamed: {reason}")
         self.model = model
         self.batch_size = batch_size
         self.num_threads = resolve_num_threads(num_threads)
         self._states: dict = {}
-        self._lock = threading.Lock()
+        self._lock = _runtime()._core.Lock()
         self._programs: dict = {}
         step = self._compiled(1)
         inputs = model.spec.inputs
@@ -415,10 +419,11 @@ class Stream:
         declared = {i.name: (None,) + i.shape[1:] for i in inputs}
         self._sequence_outputs = [shape[:1] == (None,)
                                   for shape in model.spec.output_shapes(declared)]
-        if len(inputs) == 1 and len(model.spec.outputs) == 1:
+        if len(inputs) == 1:
             shape = (batch_size,) + tuple(step.inputs[inputs[0].name].shape[2:])
-            output = step.outputs[0][:, 0] if self._sequence_outputs[0] else step.outputs[0]
-            step.program.bind_step(self._lock, shape, self._convert_step, output)
+            outputs = [o[:, 0] if sequence else o
+                       for o, sequence in zip(step.outputs, self._sequence_outputs)]
+            step.program.bind_step(self._lock, shape, self._convert_step, outputs)
             self.step = step.program.step  # the hot path: one call into compiled code
 
     def __reduce__(self):

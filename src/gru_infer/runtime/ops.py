@@ -10,7 +10,6 @@ stream is a program at time 1 whose GRU ops read and write kept states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -21,7 +20,10 @@ from ..spec.layers import (
     Concatenate,
     Dense,
     Embedding,
+    ExpandDims,
+    FillLike,
     Identity,
+    Logical,
     Masking,
     Merge,
     NotEqual,
@@ -29,26 +31,14 @@ from ..spec.layers import (
     ReduceAny,
 )
 from . import _core
-
-
-@dataclass
-class Value:
-    buffer: np.ndarray  # (batch, ...) in the call's shape
-    mask: Optional[np.ndarray] = None  # (batch, time) uint8, Keras semantics
+from .extra_ops import EXTRA_BUILDERS, numpy_activation
+from .values import Value
 
 
 def _core_code(name: str):
     """The core's code for a table activation, or None (NumPy runs it)."""
     info = activations.ACTIVATIONS[name]
     return _core.activation_code(name) if info.core else None
-
-
-def _numpy_activation(name: str, buffer: np.ndarray):
-    function = activations.ACTIVATIONS[name].function
-
-    def run():
-        np.copyto(buffer, function(buffer), casting="unsafe")
-    return _core.PyOp(run)
 
 
 # -- GRU -----------------------------------------------------------------------------
@@ -75,8 +65,12 @@ def build_recurrent(layer: Recurrent, inputs: list, b) -> list:
         D, H = len(cells), cells[0].hidden_size
         y = np.zeros((batch, steps, D * H), dtype)
         state = b.state_buffer(layer, e, (D, batch, H))
+        before = None
         if state is not None:  # a stream: h0 and h_n are the kept state
             h0, h_n, use_h0 = state, state, True
+            if x.mask is not None:
+                before = np.empty((batch, H), dtype)
+                b.add(_core.CopyOp(state[0], before))
         else:
             h0, h_n, use_h0 = np.zeros((D, batch, H), dtype), np.zeros((D, batch, H), dtype), False
             b.initial_state_buffers.setdefault(layer.name, []).append(h0)
@@ -84,6 +78,8 @@ def build_recurrent(layer: Recurrent, inputs: list, b) -> list:
         gru = _core.GRUOp(packed, x.buffer, y, h_n, h0, workspace, b.num_threads, x.mask,
                           b.lengths, use_h0)
         b.add_gru(gru, layer.name, e)
+        if before is not None:
+            b.add(_core.MaskedStartOp(y, before, x.mask))
         states.append(h_n)
         if layer.zero_masked_outputs and x.mask is not None and layer.return_sequences:
             b.add(_core.ZeroMaskedOp(y, x.mask))
@@ -135,7 +131,7 @@ def build_dense(layer: Dense, inputs: list, b) -> list:
     dense = b.packed_dense(layer, code if code is not None else _core.activation_code("linear"))
     b.add(_core.DenseOp(dense, x.buffer, out))
     if code is None:
-        b.add(_numpy_activation(layer.activation, out))
+        b.add(numpy_activation(layer.activation, out))
     return [Value(out, x.mask)]
 
 
@@ -147,7 +143,7 @@ def build_activation(layer: Activation, inputs: list, b) -> list:
         b.add(_core.ActivationOp(x.buffer, out, code))
     else:
         b.add(_core.CopyOp(x.buffer, out))
-        b.add(_numpy_activation(layer.activation, out))
+        b.add(numpy_activation(layer.activation, out))
     return [Value(out, x.mask)]
 
 
@@ -200,7 +196,7 @@ def build_any(layer: ReduceAny, inputs: list, b) -> list:
 
 
 def _and_masks(masks: list, b) -> Optional[np.ndarray]:
-    """The and of the masks that exist (Keras merge layers), or None."""
+    """The and of the masks that exist (Keras 2 merges), or None."""
     present = [m for m in masks if m is not None]
     if len(present) <= 1:
         return present[0] if present else None
@@ -209,10 +205,63 @@ def _and_masks(masks: list, b) -> Optional[np.ndarray]:
     return out
 
 
+def _or_masks(masks: list, b) -> np.ndarray:
+    """The or of masks, all present (Keras 3 merges)."""
+    out = np.empty_like(masks[0])
+
+    def run():
+        np.copyto(out, masks[0])
+        for m in masks[1:]:
+            np.bitwise_or(out, m, out=out)
+    b.add(_core.PyOp(run))
+    return out
+
+
+def _merged_mask(layer, masks: list, b) -> Optional[np.ndarray]:
+    if all(m is None for m in masks):
+        return None
+    if layer.mask_semantics == "keras2":
+        return _and_masks(masks, b)
+    if any(m is None for m in masks):  # Keras 3: no mask once an input has none
+        return None
+    return _or_masks(masks, b)
+
+
+def _keras3_masked_merge(op: str, values: list, out: np.ndarray, b) -> None:
+    """Keras 3's Multiply / Maximum / Minimum when inputs carry masks: masked
+    inputs are replaced (by 1 in a product, by the other inputs in max/min)."""
+    buffers = [v.buffer for v in values]
+    masks = [None if v.mask is None else v.mask.view(bool)[..., None] for v in values]
+
+    def run():
+        if op == "multiply":
+            result = np.ones_like(out)
+            for x, m in zip(buffers, masks):
+                result *= x if m is None else np.where(m, x, 1)
+            if all(m is not None for m in masks):
+                result = np.where(np.logical_or.reduce(masks), result, 0)
+        else:
+            pick = np.maximum if op == "maximum" else np.minimum
+            result, seen = buffers[0], masks[0]
+            for x, m in zip(buffers[1:], masks[1:]):
+                if m is not None:
+                    x = np.where(m, x, result)
+                if seen is not None:
+                    result = np.where(seen, result, x)
+                seen = None if seen is None or m is None else seen | m
+                result = pick(result, x)
+        np.copyto(out, result)
+    b.add(_core.PyOp(run))
+
+
 def build_merge(layer: Merge, inputs: list, b) -> list:
     out = np.empty_like(inputs[0].buffer)
-    b.add(_core.MergeOp([v.buffer for v in inputs], out, layer.op))
-    return [Value(out, _and_masks([v.mask for v in inputs], b))]
+    masked = any(v.mask is not None for v in inputs)
+    if layer.mask_semantics == "keras3" and masked and layer.op in ("multiply", "maximum", "minimum"):
+        _keras3_masked_merge(layer.op, inputs, out, b)
+    else:
+        b.add(_core.MergeOp([v.buffer for v in inputs], out, layer.op))
+    return [Value(out, _merged_mask(layer, [v.mask for v in inputs], b))]
 
 
 def build_concatenate(layer: Concatenate, inputs: list, b) -> list:
@@ -221,7 +270,9 @@ def build_concatenate(layer: Concatenate, inputs: list, b) -> list:
     axis = (layer.axis % (rank - 1)) + 1  # per-row axis -> with batch
     shape = list(buffers[0].shape)
     shape[axis] = sum(x.shape[axis] for x in buffers)
-    out = np.empty(shape, b.dtype)
+    out = np.empty(shape, buffers[0].dtype)
+    if len(buffers) == 1:
+        return [inputs[0]]
     b.add(_core.ConcatOp(buffers, out, int(np.prod(shape[:axis]))))
     masks = [v.mask for v in inputs]
     if all(m is None for m in masks):
@@ -232,7 +283,29 @@ def build_concatenate(layer: Concatenate, inputs: list, b) -> list:
         mask = np.empty((shape[0], shape[1]), np.uint8)
         b.add(_core.ConcatOp(parts, mask, shape[0]))
         return [Value(out, mask)]
+    if layer.mask_semantics == "keras3":  # an unmasked input counts as all valid, then or
+        if any(m is None for m in masks):
+            return [Value(out, np.ones(shape[:2], np.uint8))]
+        return [Value(out, _or_masks(masks, b))]
     return [Value(out, _and_masks(masks, b))]
+
+
+def build_expand_dims(layer: ExpandDims, inputs: list, b) -> list:
+    x = inputs[0].buffer
+    axis = layer.axis + 1 if layer.axis >= 0 else layer.axis  # per-row axis -> with batch
+    return [Value(np.expand_dims(x, axis))]  # a view
+
+
+def build_fill_like(layer: FillLike, inputs: list, b) -> list:
+    return [Value(np.full(inputs[0].buffer.shape, layer.value, np.dtype(layer.dtype_name)))]
+
+
+def build_logical(layer: Logical, inputs: list, b) -> list:
+    x, y = (v.buffer for v in inputs)
+    out = np.empty(np.broadcast_shapes(x.shape, y.shape), np.bool_)
+    function = np.logical_or if layer.op == "or" else np.logical_and
+    b.add(_core.PyOp(lambda: function(x, y, out=out)))
+    return [Value(out)]
 
 
 BUILDERS = {
@@ -246,4 +319,8 @@ BUILDERS = {
     "any": build_any,
     "merge": build_merge,
     "concatenate": build_concatenate,
+    "expand_dims": build_expand_dims,
+    "fill_like": build_fill_like,
+    "logical": build_logical,
+    **EXTRA_BUILDERS,
 }

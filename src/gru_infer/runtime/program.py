@@ -16,7 +16,8 @@ import numpy as np
 from ..spec.graph import ModelSpec
 from ..spec.layers import Recurrent
 from . import _core
-from .ops import BUILDERS, Value
+from .ops import BUILDERS
+from .values import Value
 
 
 class Weights:

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import FormatError
 from . import activations
 from .graph import INPUT, Input, ModelSpec, Node
-from .layers import LAYER_KINDS
+from .kinds import LAYER_KINDS
 
 FORMAT_NAME = "gru_infer"
 FORMAT_VERSION = 2

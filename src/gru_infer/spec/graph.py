@@ -22,8 +22,8 @@ PRECISIONS = ("native", "bfloat16", "int8")
 
 @dataclass(frozen=True)
 class Input:
-    """A model input: its name, per-row shape ((time, features) or (time,)
-    for token ids; None where any size goes) and dtype."""
+    """A model input: its name, per-row shape ((time, features), (time,) for
+    token ids, or (features,) for a vector; None where any size goes) and dtype."""
 
     name: str = INPUT
     shape: tuple = (None, None)
@@ -36,7 +36,7 @@ class Input:
             raise ValueError(f"input {self.name!r}: dtype must be float or integer, got {dtype}")
         object.__setattr__(self, "dtype", dtype.name)
         if not self.shape:
-            raise ValueError(f"input {self.name!r}: a per-row shape needs at least a time axis")
+            raise ValueError(f"input {self.name!r}: a per-row shape needs at least one axis")
 
     @property
     def token_ids(self) -> bool:

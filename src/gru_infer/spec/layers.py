@@ -113,6 +113,11 @@ class Layer:
     def output_count(self) -> int:
         return 1
 
+    def refuses_step(self, shapes: list) -> Optional[str]:
+        """Why a stream cannot run this layer on inputs of these per-row
+        shapes, or None."""
+        return self.step_refusal
+
     @classmethod
     def _fields(cls):
         return [f for f in dataclasses.fields(cls) if f.name != "name"]
@@ -500,23 +505,32 @@ class Embedding(Layer):
 # -- merges --------------------------------------------------------------------
 
 MERGE_OPS = ("add", "subtract", "multiply", "average", "maximum", "minimum")
+# How merges treat Keras masks.  "keras2": the output mask is the and of the
+# inputs' masks (unmasked inputs left out), values are the plain op.
+# "keras3": the or of the masks, no mask as soon as one input has none, and
+# Multiply / Maximum / Minimum substitute masked inputs (tests/fixtures/keras_graph/README.md).
+MASK_SEMANTICS = ("keras2", "keras3")
 
 
 @dataclass(frozen=True, eq=False)
 class Merge(Layer):
     """Keras Add, Subtract, Multiply, Average, Maximum, Minimum: element-wise
-    over inputs of one shape; the output mask is all input masks and-ed."""
+    over inputs of one shape."""
 
     kind: ClassVar[str] = "merge"
     min_inputs: ClassVar[int] = 2
     max_inputs: ClassVar[int] = 64
     mask_rule: ClassVar[str] = "merge"
     op: str = "add"
+    mask_semantics: str = "keras2"
 
     def __post_init__(self):
         if self.op not in MERGE_OPS:
             raise ValueError(f"merge layer {self.name!r}: op must be one of {MERGE_OPS}, "
                              f"got {self.op!r}")
+        if self.mask_semantics not in MASK_SEMANTICS:
+            raise ValueError(f"merge layer {self.name!r}: mask_semantics must be one of "
+                             f"{MASK_SEMANTICS}, got {self.mask_semantics!r}")
 
     def output_shapes(self, shapes):
         if self.op == "subtract" and len(shapes) != 2:
@@ -529,10 +543,17 @@ class Concatenate(Layer):
     """Inputs joined along axis (per-row axis: -1 features, 0 time)."""
 
     kind: ClassVar[str] = "concatenate"
-    min_inputs: ClassVar[int] = 2
+    min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int] = 64
     mask_rule: ClassVar[str] = "merge"
     axis: int = -1
+    mask_semantics: str = "keras2"
+
+    def refuses_step(self, shapes):
+        rank = len(shapes[0])
+        if rank >= 2 and self.axis % rank == 0:
+            return "it joins sequences in time, so it needs them whole"
+        return None
 
     def output_shapes(self, shapes):
         rank = len(shapes[0])
@@ -546,11 +567,68 @@ class Concatenate(Layer):
         return [tuple(rest[:axis]) + (joined,) + tuple(rest[axis:])]
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (Recurrent, Dense, Activation, Identity, Masking,
-                                         NotEqual, ReduceAny, Embedding, Merge, Concatenate)}
+@dataclass(frozen=True, eq=False)
+class ExpandDims(Layer):
+    """A new axis of size 1 (Keras 3 writes masks through merges with it)."""
+
+    kind: ClassVar[str] = "expand_dims"
+    mask_rule: ClassVar[str] = "none"
+    axis: int = -1
+
+    def output_shapes(self, shapes):
+        shape = list(shapes[0])
+        if not -len(shape) - 1 <= self.axis <= len(shape):
+            raise ValueError(f"{self._where()}: axis {self.axis} out of range for {tuple(shape)}")
+        shape.insert(self.axis % (len(shape) + 1), 1)
+        return [tuple(shape)]
 
 
-def register(cls):
-    """Add a layer kind to LAYER_KINDS (a decorator for new kinds)."""
-    LAYER_KINDS[cls.kind] = cls
-    return cls
+@dataclass(frozen=True, eq=False)
+class FillLike(Layer):
+    """A constant tensor of its input's shape (Keras 3 ZerosLike / OnesLike)."""
+
+    kind: ClassVar[str] = "fill_like"
+    mask_rule: ClassVar[str] = "none"
+    value: float = 0.0
+    dtype_name: str = "bool"
+
+    def __post_init__(self):
+        if np.dtype(self.dtype_name).kind not in "biuf":
+            raise ValueError(f"{self._where()}: dtype {self.dtype_name!r} is not supported")
+
+
+LOGICAL_OPS = ("and", "or")
+
+
+@dataclass(frozen=True, eq=False)
+class Logical(Layer):
+    """Element-wise logical and / or of boolean tensors, broadcast (Keras 3
+    LogicalAnd / LogicalOr mask nodes)."""
+
+    kind: ClassVar[str] = "logical"
+    min_inputs: ClassVar[int] = 2
+    max_inputs: ClassVar[int] = 2
+    mask_rule: ClassVar[str] = "none"
+    op: str = "or"
+
+    def __post_init__(self):
+        if self.op not in LOGICAL_OPS:
+            raise ValueError(f"{self._where()}: op must be one of {LOGICAL_OPS}, got {self.op!r}")
+
+    def output_shapes(self, shapes):
+        a, b = shapes
+        if len(a) != len(b):
+            raise ValueError(f"{self._where()}: cannot broadcast {a} and {b}")
+        out = []
+        for x, y in zip(a, b):
+            if x == 1 or y == 1:
+                out.append(y if x == 1 else x)
+            elif x is None or y is None or x == y:
+                out.append(x if x is not None else y)
+            else:
+                raise ValueError(f"{self._where()}: cannot broadcast {a} and {b}")
+        return [tuple(out)]
+
+
+CORE_LAYERS = (Recurrent, Dense, Activation, Identity, Masking, NotEqual, ReduceAny, Embedding,
+               Merge, Concatenate, ExpandDims, FillLike, Logical)
