@@ -18,11 +18,17 @@ TORCH = ["bigru2_linear_sd.pt", "packed.pt", "gru_timemajor_h0.pt", "seq_module.
 KERAS = ["masking_k3.keras", "masking_tf2.h5", "embedding_k3.keras", "bidir_mask_k3.keras",
          "bidir_modes_k3.keras", "func_masking_k3.keras", "go_backwards_k3.keras",
          "seed_k3.keras", "act_func_k3.keras", "hard_sigmoid_tf2.h5"]
-MODELS = [f"torch/{n}" for n in TORCH] + [f"keras/{n}" for n in KERAS]
+# Around the GRUs: a decoder after RepeatVector (lengths= would cut it), causal and
+# non-causal convolutions, pooling over time, normalisation, graphs.
+LAYERS = ["autoencoder_k3.keras", "cnn_causal_tf2.h5", "cnn_same_k3.keras",
+          "pooling_masked_k3.keras", "layernorm_k3.keras", "batchnorm_tf2.h5"]
+GRAPHS = ["rnnoise_k3.keras", "multi_depth_tf2.h5"]
+MODELS = ([f"torch/{n}" for n in TORCH] + [f"keras/{n}" for n in KERAS]
+          + [f"keras_layers/{n}" for n in LAYERS] + [f"keras_graph/{n}" for n in GRAPHS])
 
 
 def _load(name):
-    if name.startswith("keras/"):
+    if name.startswith("keras"):
         pytest.importorskip("h5py")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -166,9 +172,15 @@ def test_the_bucket_packing_never_mixes_lengths():
     assert lengths[np.concatenate(by_length)].tolist() == sorted(lengths.tolist(), reverse=True)
 
 
-def test_a_go_backwards_sequence_is_bucketed_not_padded():
-    model = _load("keras/go_backwards_k3.keras")  # go_backwards GRU returning sequences
-    assert "go_backwards" in lengths_refusal(model.spec)
+@pytest.mark.parametrize("name, why", [
+    ("keras/go_backwards_k3.keras", "go_backwards"),  # a backwards GRU returning sequences
+    ("keras_layers/autoencoder_k3.keras", "not the input's time"),  # a GRU after RepeatVector
+    ("keras_layers/cnn_same_k3.keras", "not causal"),
+    ("keras_layers/pooling_masked_k3.keras", "across time"),
+])
+def test_models_where_padding_is_not_exact_are_bucketed(name, why):
+    model = _load(name)
+    assert why in lengths_refusal(model.spec)
     with pytest.raises(InputError, match="not exact"):
         model.predict_ragged([np.zeros((2, model.input_shape[1]), np.float32)],
                              strategy="lengths")

@@ -31,13 +31,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..spec.graph import ModelSpec
-from ..spec.layers import Concatenate, Recurrent, ReduceAny
+from ..spec.layers import Recurrent
 
 STRATEGIES = ("auto", "lengths", "bucket")
 
-# Layer kinds that act on each timestep alone (or have no time axis to read across).
+# Layer kinds that act on each timestep alone, or on a row with no time axis.
 _PER_STEP_KINDS = {"dense", "activation", "identity", "masking", "not_equal", "embedding",
-                   "merge"}
+                   "merge", "fill_like", "logical", "batch_normalization",
+                   "layer_normalization"}
+# Kinds that read across the time axis of a sequence (fine on a row with none).
+_ACROSS_TIME_KINDS = {"flatten", "reshape", "repeat_vector", "global_pooling_1d", "pooling_1d"}
 
 
 def lengths_refusal(spec: ModelSpec) -> Optional[str]:
@@ -55,35 +58,66 @@ def sequence_outputs(spec: ModelSpec) -> list:
 
 
 def _time_axes(spec: ModelSpec):
-    """({value: has the input's time axis first}, reason padding is not exact or None)."""
+    """({value: has the input's time axis first}, why padding is not exact or None).
+
+    Padding at the end of a row is exact when no output before a row's end
+    reads a padded step: per-step layers, GRUs stopped by lengths= (the
+    backward direction starts at each row's end), causal convolutions.
+    Anything that pools, joins, picks or moves along time is not.
+    """
     shapes = spec.shapes()
     has_time = {(i.name, 0): True for i in spec.inputs}
-    reason = None
+    reasons = []
     for node in spec.nodes:
         layer = node.layer
-        inputs = [has_time[ref] for ref in node.inputs]
-        timed = inputs[0]
-        where = f"{layer.kind} layer {layer.name!r}"
+        timed = has_time[node.inputs[0]]
+        any_timed = any(has_time[ref] for ref in node.inputs)
+        rank = len(shapes[node.inputs[0]])
+        kind = layer.kind
+        keeps_time = timed  # the usual case: the time axis stays where it is
+        where = f"{kind} layer {layer.name!r}"
         if isinstance(layer, Recurrent):
-            if layer.go_backwards and layer.return_sequences:
-                reason = reason or (f"{where} returns its sequence in processing order "
-                                    "(go_backwards), so padding would shift its outputs")
-            outs = [layer.return_sequences] * layer.state_outputs
+            if not timed:
+                reasons.append(f"{where} runs along an axis that is not the input's time "
+                               "(after RepeatVector, say), which lengths= would cut short")
+            elif layer.go_backwards and layer.return_sequences:
+                reasons.append(f"{where} returns its sequence in processing order "
+                               "(go_backwards), so padding would shift its outputs")
+            # A GRU's sequence runs along its input's time axis, which is the
+            # model input's only if its input has it (not after RepeatVector).
+            outs = [layer.return_sequences and timed] * layer.state_outputs
             outs += [False] * (layer.output_count - layer.state_outputs)
-        elif isinstance(layer, (ReduceAny, Concatenate)):
-            along_time = any(inputs) and layer.axis % len(shapes[node.inputs[0]]) == 0
-            if along_time:
-                reason = reason or f"{where} works along the time axis"
-            # Reduced or joined along time: no longer one step per input step.
-            outs = [timed and not along_time] * layer.output_count
-        elif layer.kind in _PER_STEP_KINDS:
-            outs = [timed] * layer.output_count
-        else:
-            reason = reason or f"{where}: padding is not known to be exact for this layer kind"
-            outs = [False] * layer.output_count
+            keeps_time = None
+        elif kind in _PER_STEP_KINDS:
+            keeps_time = any_timed
+        elif kind in ("any", "concatenate", "select") and any_timed:
+            if layer.axis % rank == 0:
+                reasons.append(f"{where} works along the time axis")
+                keeps_time = False
+        elif kind == "expand_dims" and timed and layer.axis % (rank + 1) == 0:
+            reasons.append(f"{where} moves the time axis")
+            keeps_time = False
+        elif kind == "permute" and timed and layer.dims[0] != 1:
+            reasons.append(f"{where} moves the time axis")
+            keeps_time = False
+        elif kind == "conv1d" and timed:
+            span = layer.span
+            if layer.strides != 1 or layer.pads(1) != (span, 0):
+                reasons.append(f"{where} is not causal with stride 1: its outputs near a row's "
+                               "end would read the padding")
+                keeps_time = False
+        elif kind in _ACROSS_TIME_KINDS and any_timed:
+            reasons.append(f"{where} works across time")
+            keeps_time = False
+        elif kind not in ("any", "concatenate", "select", "expand_dims", "permute", "conv1d") \
+                and kind not in _ACROSS_TIME_KINDS:
+            reasons.append(f"{where}: padding is not known to be exact for this layer kind")
+            keeps_time = False
+        if keeps_time is not None:
+            outs = [bool(keeps_time)] * layer.output_count
         for index, value in enumerate(outs):
             has_time[(layer.name, index)] = value
-    return has_time, reason
+    return has_time, (reasons[0] if reasons else None)
 
 
 def choose_strategy(spec: ModelSpec, strategy: str) -> str:
