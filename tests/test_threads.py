@@ -144,3 +144,30 @@ def test_cgroup_v1_unlimited_leaf_under_a_limited_parent(tmp_path):
 def test_no_cgroup_information(tmp_path):
     (tmp_path / "proc").mkdir()
     assert _threads.read_cgroup_quota(str(tmp_path / "proc")) is None
+
+
+FORK = textwrap.dedent("""
+    import multiprocessing, numpy as np, gru_infer
+    from gru_infer.spec.layers import GRUCell, Recurrent
+    rng = np.random.default_rng(0)
+    cell = GRUCell(rng.standard_normal((384, 64)).astype(np.float32) * 0.1,
+                   rng.standard_normal((384, 128)).astype(np.float32) * 0.1)
+    model = gru_infer.Model.sequential([Recurrent("gru", [cell])], input_shape=(None, 64))
+    x = np.ones((64, 30, 64), np.float32)
+    y = model(x, num_threads=2)  # the parent runs a team of OpenMP threads
+
+    def child(_):
+        return gru_infer.get_num_threads(), bool(np.array_equal(model(x, num_threads=2), y))
+
+    if __name__ == "__main__":
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            print(pool.map(child, [0])[0])
+""")
+
+
+@linux_only
+def test_a_process_forked_after_the_core_ran_threads_runs_one_thread_and_does_not_hang():
+    result = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, True)"

@@ -7,7 +7,8 @@ it to 1), the CPU affinity mask (taskset, cgroup cpusets) and a cgroup CPU
 quota (containers, systemd units, Kubernetes pods: the tightest quota on the
 process's own group or any group above it, read once per process).  Never
 more threads than the process may run on.  set_num_threads(n) or a call's
-num_threads=n is taken as given: the caller's hard setting.
+num_threads=n is taken as given: the caller's hard setting, except in a
+process forked after the core was loaded, which runs one thread (below).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
 _default_threads: int | None = None
 
@@ -131,8 +133,30 @@ def environment_threads() -> int:
     return cores
 
 
+# GNU OpenMP's thread pool does not survive fork(): a child forked after the
+# core ran a team of threads hangs in its first parallel region of more than
+# one thread.  Such a child (a multiprocessing worker under the "fork" start
+# method) runs the core on one thread, whatever it asks for; one thread per
+# worker process is the right policy there anyway.  Workers started with
+# spawn or forkserver (Dask, Ray, Python 3.14's default) are not affected.
+_forked_after_core = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_core
+    if "gru_infer.runtime._core" in sys.modules:
+        _forked_after_core = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_num_threads() -> int:
-    """Threads the core uses by default: set_num_threads' value, else the environment's."""
+    """Threads the core uses by default: set_num_threads' value, else the
+    environment's; 1 in a process forked after the core was loaded."""
+    if _forked_after_core:
+        return 1
     return _default_threads if _default_threads is not None else environment_threads()
 
 
@@ -151,4 +175,7 @@ def set_num_threads(n: int | None) -> None:
 
 
 def resolve_num_threads(n: int | None) -> int:
-    return get_num_threads() if n is None else _check(n, "num_threads")
+    if n is None:
+        return get_num_threads()
+    n = _check(n, "num_threads")
+    return 1 if _forked_after_core else n
