@@ -5,16 +5,16 @@ Two packings, and a rule for which one a model allows:
 
 - "lengths": sort by length, pad each batch to its longest sequence and pass
   lengths= (PyTorch packed-sequence semantics).  Every GRU stops at each row's
-  own last step (the backward direction starts there), so padding is never
-  read.  Exact when nothing else in the model reads across time: per-step
-  layers (Dense, Masking, Embedding, merges, activations) and GRUs only.  A
-  Keras mask (Masking, Embedding(mask_zero)) still masks the steps inside each
-  sequence; the padding is simply never reached.
+  own last step (the backward direction starts there), so no output before a
+  row's end reads its padding.  Exact when the rest of the model is per-step
+  (Dense, Masking, Embedding, merges, normalisation, activations) or causal
+  (a causal Conv1D of stride 1).  A Keras mask (Masking, Embedding(mask_zero))
+  still masks the steps inside each sequence; the padding is never reached.
 - "bucket": only sequences of one length share a batch; no padding at all.
-  Exact for every model; used where the graph reads across time in a way
-  lengths= does not cover (a go_backwards GRU that returns sequences, a
-  Concatenate or ReduceAny over the time axis, a layer kind this module does
-  not know).
+  Exact for every model; used where padding would be read: a go_backwards GRU
+  returning sequences, pooling or a non-causal convolution over time, a
+  Concatenate/ReduceAny/Select along time, a GRU after RepeatVector (lengths=
+  would cut it short), a layer kind this module does not know.
 
 "Exact" means the same function: a row's numbers do not depend on the other
 rows or on padding.  They can differ from a batch-1 run in the last bit,
