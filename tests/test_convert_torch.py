@@ -3,13 +3,14 @@ converted without torch, against torch's own outputs; live-module conversion
 when torch is installed."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gru_infer
-from gru_infer import Model
+from gru_infer import GruInferWarning, Model
 from gru_infer.converters.torch import TorchConversionError, describe_torch_file
 from gru_infer.converters.torch import convert_state_dict as convert_state_dict_spec
 
@@ -275,3 +276,38 @@ def test_other_recurrent_layers_are_named(rng):
     lstm = {"weight_ih_l0": _linear(rng, 3, 16), "weight_hh_l0": _linear(rng, 4, 16)}
     with pytest.raises(TorchConversionError, match="found nn.LSTM.*only nn.GRU"):
         convert_state_dict(lstm)
+
+
+@pytest.mark.parametrize("head", ["relu_last_step", "softmax_call", "final_state"])
+def test_from_torch_with_an_example_input_traces_the_forward(live_torch, head):
+    """forward() code a module structure cannot show (a torch.softmax call, a
+    ReLU between out[:, -1] and the head, h_n[-1]) is read from torch.export."""
+    torch = live_torch
+    torch.manual_seed(1)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(5, 8, num_layers=2, batch_first=True)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            out, h_n = self.gru(x)
+            if head == "relu_last_step":
+                return self.fc(torch.relu(out[:, -1]))
+            if head == "softmax_call":
+                return torch.softmax(self.fc(out), dim=-1)
+            return self.fc(h_n[-1])
+
+    net = Net().eval()
+    x = torch.randn(4, 6, 5)
+    with torch.inference_mode():
+        expected = net(x).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GruInferWarning)  # nothing is assumed
+        model = gru_infer.from_torch(net, x)
+    np.testing.assert_allclose(model(x.numpy()), expected, rtol=0, atol=1e-5)
+    other = torch.randn(2, 6, 5)  # another batch size: the batch axis was exported dynamic
+    with torch.inference_mode():
+        np.testing.assert_allclose(model(other.numpy()), net(other).numpy(), rtol=0, atol=1e-5)
+    assert net.training is False

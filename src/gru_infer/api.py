@@ -7,17 +7,19 @@ from __future__ import annotations
 import os
 
 from .converters import convert_to_spec, detect_format
+from .converters._files import read_head
 from .errors import FormatError
 from .runtime.model import Model
 from .spec import file as spec_file
 
 
 def convert(src, *, config=None, **options) -> Model:
-    """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config),
+    """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config; a
+    TF SavedModel folder; a TF checkpoint + config),
     PyTorch (.pt state dict, checkpoint or whole module; a state dict saved as
     safetensors), or a gru_infer weight file.  config: the JSON config of a
-    Keras weights-only file (a path, JSON text or a dict; by default the .json
-    beside it).  options: what a PyTorch state dict cannot say (see
+    Keras weights-only file or TF checkpoint (a path, JSON text or a dict; by
+    default the .json beside it).  options: what a PyTorch state dict cannot say (see
     gru_infer.converters.torch.convert_state_dict)."""
     return Model(convert_to_spec(src, config=config, **options))
 
@@ -28,8 +30,13 @@ def load(path) -> Model:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load takes a file path (str or os.PathLike), got {type(path).__name__}")
     kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
-    if kind == "keras":
-        raise FormatError(f"{os.fspath(path)}: a Keras file, not a gru_infer weight file: use "
+    what = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
+            "tf_checkpoint": "a TensorFlow checkpoint", "onnx": "an ONNX model",
+            "torch_export": "a torch.export archive"}.get(kind)
+    if kind == "torch" and read_head(path, 2)[:1] in (b"\x80", b"P"):  # a pickle or a zip
+        what = "a PyTorch checkpoint (torch.save)"
+    if what:
+        raise FormatError(f"{os.fspath(path)}: {what}, not a gru_infer weight file: use "
                           "gru_infer.convert() to read it")
     if kind != "safetensors":
         raise FormatError(f"{os.fspath(path)}: not a gru_infer weight file: it does not start "
@@ -38,10 +45,12 @@ def load(path) -> Model:
     return Model(spec_file.load(path))
 
 
-def from_torch(module, **options) -> Model:
-    """A Model from a live torch.nn.Module (an nn.GRU, or a module /
-    nn.Sequential of nn.GRU + nn.Linear + activations, optionally after an
-    nn.Embedding), without saving it first."""
+def from_torch(module, example_input=None, **options) -> Model:
+    """A Model from a live torch.nn.Module, without saving it first.  With
+    example_input (a tensor, or a tuple of forward()'s arguments) torch.export
+    traces forward(), so what it computes is known, not guessed; without it
+    (or when export fails) the module's structure is read, with a
+    GruInferWarning showing the forward assumed (forward=[...] states it)."""
     from .converters.torch import from_torch as spec_from_torch
 
-    return Model(spec_from_torch(module, **options))
+    return Model(spec_from_torch(module, example_input, **options))

@@ -87,7 +87,8 @@ def _add_torch_options(parser):
                        help="apply the Linear head to every timestep (default) or the last")
     group.add_argument("--time-major", dest="batch_first", action="store_const", const=False,
                        help="the nn.GRU was batch_first=False: inputs (time, batch, features)")
-    parser.add_argument("--config", help="Keras weights-only files: the model's JSON config")
+    parser.add_argument("--config", help="Keras weights-only files and TF checkpoints: the "
+                                         "model's JSON config (model.to_json())")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("convert", help="checkpoint (.keras, .h5, .weights.h5, .pt) -> weight file")
+    p = sub.add_parser("convert", help="checkpoint (.keras, .h5, .weights.h5, SavedModel "
+                                       "folder, TF checkpoint, .pt) -> weight file")
     p.add_argument("src")
     p.add_argument("dst")
     _add_torch_options(p)

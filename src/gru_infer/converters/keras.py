@@ -17,7 +17,7 @@ import zipfile
 
 from ._files import read_head
 from .keras_graph import major, major_from_config, model_from_config, normalise_layers
-from .keras_weights import Keras3Weights, KerasFileError, LegacyWeights, text
+from .keras_weights import Keras3Weights, KerasFileError, LegacyWeights, has_windows_paths, text
 
 __all__ = ["KerasFileError", "convert_keras"]
 
@@ -74,8 +74,8 @@ def convert_keras(path, *, config=None):
             return _convert_h5(path, config)
     except KerasFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile,
-            json.JSONDecodeError) as error:
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError,
+            zipfile.BadZipFile, json.JSONDecodeError) as error:  # h5py: RuntimeError too
         raise KerasFileError(f"{path}: corrupt or unreadable Keras file "
                              f"({type(error).__name__}: {error})") from None
     raise KerasFileError(f"{path}: not a Keras file (neither a .keras zip nor HDF5)")
@@ -117,9 +117,10 @@ def _convert_h5(path, config):
                 f"{style} (from the config's style)" if style else "")
             if "layer_names" in root.attrs or "layer_names0" in root.attrs:
                 weights = LegacyWeights(root, path)
+                weights.match_layers(normalise_layers(model_config, path)[1])
                 version = version or "2"
                 fmt = ".h5 weights"
-            elif "layers" in root:
+            elif "layers" in root or has_windows_paths(root):
                 _, layers, _ = normalise_layers(model_config, path)
                 weights = Keras3Weights(root, path, layers)
                 version = version or "3"

@@ -120,6 +120,12 @@ class Builder:
                                  f"({units}, {3 * units})")
         reset_after = config.get("reset_after")
         B = None
+        if use_bias and arrays[2].shape == (6 * units,):  # written by CuDNNGRU
+            if reset_after is False:
+                raise KerasFileError(f"{where}: CuDNNGRU weights (bias of shape (6*units,)) "
+                                     "are not compatible with GRU(reset_after=False)")
+            kernel, recurrent, bias = _from_cudnn(kernel, recurrent, arrays[2])
+            arrays = [kernel, recurrent, bias]
         if use_bias:
             bias = arrays[2]
             if reset_after is None:
@@ -170,10 +176,10 @@ class Builder:
         forward_config = config["layer"]
         backward_config = config.get("backward_layer") or forward_config
         for sub in (forward_config, backward_config):
-            if sub["class_name"] not in ("GRU", "GRUV2"):
+            if sub["class_name"] not in ("GRU", "GRUV2", "CuDNNGRU"):
                 raise KerasFileError(f"{where}: Bidirectional({sub['class_name']}) is not "
                                      "supported; only Bidirectional(GRU)")
-        fc, bc = forward_config["config"], backward_config["config"]
+        fc, bc = _gru_config(forward_config), _gru_config(backward_config)
         backward_goes_back = bc.get("go_backwards", True) if "backward_layer" in config \
             else not fc.get("go_backwards", False)
         if fc.get("go_backwards", False) or not backward_goes_back:
@@ -205,8 +211,29 @@ class Builder:
 # -- one function per Keras class ------------------------------------------------------
 
 
-def _gru(b: Builder, layer, position, constants, where):
+def _gru_config(layer: dict) -> dict:
+    """A GRU layer's config; CuDNNGRU (Keras 2's GPU-only layer) as the GRU it
+    computes: reset_after, sigmoid gate, tanh candidate, with biases."""
     config = layer["config"]
+    if layer["class_name"] == "CuDNNGRU":
+        config = dict(config, reset_after=True, recurrent_activation="sigmoid",
+                      activation="tanh", use_bias=True)
+    return config
+
+
+def _from_cudnn(kernel, recurrent, bias) -> tuple:
+    """GRU(reset_after=True) weights from CuDNNGRU ones, as Keras 2 converts
+    them on load (saving.legacy.hdf5_format._convert_rnn_weights): per gate
+    (z, r, h), the input kernel block holds cuDNN's (units, input) matrix
+    read in the other memory order, the recurrent block is transposed; the
+    (6u,) bias is [input bias | recurrent bias]."""
+    kernel = np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, 3)])
+    recurrent = np.hstack([k.T for k in np.hsplit(recurrent, 3)])
+    return kernel, recurrent, bias.reshape(2, -1)
+
+
+def _gru(b: Builder, layer, position, constants, where):
+    config = _gru_config(layer)
     cell = b.gru_cell(config, b.arrays(layer, position, "cell"), where)
     return Recurrent(layer["name"], (cell,), return_sequences=config.get("return_sequences", False),
                      go_backwards=config.get("go_backwards", False),
@@ -357,6 +384,7 @@ KERAS_LAYERS = {
     "InputLayer": lambda b, layer, position, constants, where: None,
     "GRU": _gru,
     "GRUV2": _gru,
+    "CuDNNGRU": _gru,
     "Bidirectional": lambda b, layer, position, constants, where: b.bidirectional(
         layer, position, where),
     "Dense": lambda b, layer, position, constants, where: b.dense(

@@ -298,15 +298,25 @@ def describe_torch_file(path) -> str:
     return "\n".join(lines)
 
 
-def from_torch(module, **options) -> ModelSpec:
-    """Convert a live torch module (an nn.GRU, or a module / nn.Sequential of
-    nn.GRU + nn.Linear + activations, optionally after an nn.Embedding)
-    without saving it first.  batch_first and the activations come from the
-    modules unless given; see convert_state_dict for the options."""
+def from_torch(module, example_input=None, **options) -> ModelSpec:
+    """Convert a live torch module without saving it first.
+
+    With example_input (a tensor, or a tuple of the forward's arguments) the
+    module is traced by torch.export, so the forward pass is known, not
+    guessed: whatever forward() does with the supported ops converts (see
+    torch_export.py), and options do not apply.  When export fails, or
+    without example_input, the module's structure is read (an nn.GRU, or a
+    module / nn.Sequential of nn.GRU + nn.Linear + activations, optionally
+    after an nn.Embedding) as for a state dict, with the GruInferWarning that
+    shows the forward assumed; forward=[...] states it instead."""
     import torch  # only here: the converter itself never needs torch
 
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"from_torch takes a torch.nn.Module, got {type(module).__name__}")
+    if example_input is not None and not options:
+        exported = _from_torch_export(module, example_input)
+        if exported is not None:
+            return exported
     state = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16
              else v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     modules = [(f"{name}." if name else "", type(m).__name__,
@@ -316,3 +326,38 @@ def from_torch(module, **options) -> ModelSpec:
     return _convert_with_modules(state, modules, options, forward=forward,
                                  source={"framework": "pytorch", "version": torch.__version__,
                                          "format": "module"})
+
+
+def _from_torch_export(module, example_input):
+    """The module traced by torch.export and read back as a .pt2 archive, or
+    None (with a GruInferWarning saying why) when torch cannot export it."""
+    import tempfile
+
+    import torch
+
+    from .torch_export import convert_torch_export
+
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    was_training = module.training
+    module.eval()
+    try:
+        batch = torch.export.Dim("batch")
+        dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) and a.ndim >= 1 else None
+                        for a in args)
+        try:
+            program = torch.export.export(module, args, dynamic_shapes=dynamic)
+        except Exception:  # some graphs only export with static shapes
+            program = torch.export.export(module, args)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "module.pt2")
+            torch.export.save(program, path)
+            spec = convert_torch_export(path)
+    except Exception as error:  # torch's own export errors are many and varied
+        warnings.warn(GruInferWarning(
+            f"torch.export could not trace the module ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); reading its structure "
+            "instead"), stacklevel=3)
+        return None
+    finally:
+        module.train(was_training)
+    return spec
