@@ -16,6 +16,12 @@ skipped and noted).  How it measures, and why:
   starting, the first transfer of the model), which is shown apart as the
   job's fixed cost (its time minus N batches at the steady rate), beside the
   end-to-end rate.  Medians over rounds.
+- CPU seconds of the whole process tree per job (driver, workers, Ray's and
+  Dask's daemons; psutil) give each recipe's cost per sequence, which other
+  programs' load changes far less than wall time: "single process's CPU /
+  this" is the share of the CPU spent scoring rather than moving data and
+  scheduling.  On an idle machine, W workers reach about W times that share of
+  the single process's rate, when the framework's own work fits beside them.
 - Rounds interleave every configuration (1 and 2 workers of each framework
   are all kept up), so a change in the machine's load hits them alike.  Load
   averages are recorded before and after.
@@ -50,6 +56,56 @@ BATCH, STEPS = 64, 100
 
 def _load() -> tuple:
     return os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+
+
+class TreeCPU:
+    """CPU seconds used by this process and every process below it (workers,
+    schedulers, Ray's daemons), sampled in a thread every `interval` seconds
+    so that processes that end (Ray's actors at the end of a job) keep what
+    they used up to their last sample; NaN without psutil."""
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        try:
+            import psutil
+        except ImportError:
+            self.psutil = None
+            return
+        self.psutil = psutil
+        self.seen: dict = {}  # (pid, create time) -> CPU seconds at the last sample
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        me = self.psutil.Process()
+        for process in [me] + me.children(recursive=True):
+            try:
+                with process.oneshot():
+                    key = (process.pid, process.create_time())
+                    t = process.cpu_times()
+                with self.lock:
+                    self.seen[key] = t.user + t.system
+            except self.psutil.Error:  # gone between the listing and the read
+                pass
+
+    def _loop(self, interval):
+        while not self.stop.wait(interval):
+            self._sample()
+
+    def total(self) -> float:
+        if self.psutil is None:
+            return float("nan")
+        self._sample()
+        with self.lock:
+            return sum(self.seen.values())
+
+    def close(self):
+        if self.psutil is not None:
+            self.stop.set()
+            self.thread.join()
 
 
 def build_model():
@@ -219,22 +275,25 @@ class DaskMap(DaskArray):
 # -- the driver -------------------------------------------------------------------------
 
 
-def measure(configs, n, rounds, reference):
-    """{config: [sorted arrival times of one job, ...]} over interleaved rounds."""
+def measure(configs, n, rounds, reference, cpu_clock):
+    """{config: [(sorted arrival times, CPU seconds) of one job, ...]} over interleaved
+    rounds."""
     times = {c: [] for c in configs}
     for r in range(rounds):
         for c in configs:
+            cpu = cpu_clock.total()
             results = sorted(c.run(n), key=lambda item: item[0])
+            cpu = cpu_clock.total() - cpu
             got = np.concatenate([np.asarray(y).reshape(-1, STEPS, 1) for _, y, _ in results])
             if len(results) != n or not np.array_equal(got, reference[: n * BATCH]):
                 raise AssertionError(f"{c.name} ({c.recipe}, {c.workers} workers): outputs "
                                      "differ from the single process")
             arrivals = sorted(t for _, _, t in results)
-            times[c].append(arrivals)
+            times[c].append((arrivals, cpu))
             rate = steady_rate(arrivals, c.workers)
             print(f"  round {r + 1}: {c.name:22s} {c.recipe:26s} {c.workers} worker(s): "
-                  f"{arrivals[-1]:6.2f} s, steady {rate:5.0f} seq/s  load {_load()[0]:.2f}",
-                  flush=True)
+                  f"{arrivals[-1]:6.2f} s, steady {rate:5.0f} seq/s, {cpu:5.2f} CPU s  "
+                  f"load {_load()[0]:.2f}", flush=True)
     return times
 
 
@@ -249,20 +308,24 @@ def steady_rate(arrivals, workers) -> float:
 def summarize(configs, times, n):
     rows = []
     for c in configs:
-        rates = [steady_rate(a, c.workers) for a in times[c]]
-        totals = [a[-1] for a in times[c]]
+        rates = [steady_rate(a, c.workers) for a, _ in times[c]]
+        totals = [a[-1] for a, _ in times[c]]
         rate = statistics.median(rates)
+        cpu = statistics.median(cpu for _, cpu in times[c])
         rows.append({"framework": c.name, "recipe": c.recipe, "workers": c.workers,
                      "seq_per_s": rate, "seq_per_s_all": rates,
                      "end_to_end_seq_per_s": BATCH * n / statistics.median(totals),
                      "fixed_s": statistics.median(totals) - BATCH * n / rate,
-                     "arrivals": times[c]})
+                     "cpu_ms_per_seq": 1000 * cpu / (BATCH * n),
+                     "jobs": [{"arrivals": a, "cpu_s": cpu} for a, cpu in times[c]]})
     by_key = {(r["framework"], r["recipe"], r["workers"]): r for r in rows}
     for r in rows:
         one = by_key.get((r["framework"], r["recipe"], 1))
         r["vs_1_worker"] = r["seq_per_s"] / one["seq_per_s"] if one else None
         same = by_key.get(("multiprocessing pool", "imap(arrays)", r["workers"]))
         r["vs_pool"] = r["seq_per_s"] / same["seq_per_s"] if same else None
+        single = by_key.get(("single process", "model(x) in a loop", 1))
+        r["cpu_efficiency"] = single["cpu_ms_per_seq"] / r["cpu_ms_per_seq"] if single else None
     return rows
 
 
@@ -273,14 +336,16 @@ def markdown(rows, meta) -> str:
              f"average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
              f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}.", "",
              "| framework | recipe | workers | steady seq/s | vs 1 worker | vs pool, same "
-             "workers | end to end seq/s | fixed cost per job |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "workers | end to end seq/s | fixed cost per job | CPU ms per seq (all "
+             "processes) | single process's CPU / this |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['vs_1_worker']:.2f}x" if r["vs_1_worker"] else "-"
         pool = f"{100 * r['vs_pool']:.0f}%" if r["vs_pool"] else "-"
         lines.append(f"| {r['framework']} | {r['recipe']} | {r['workers']} | "
                      f"{r['seq_per_s']:.0f} | {ratio} | {pool} | "
-                     f"{r['end_to_end_seq_per_s']:.0f} | {r['fixed_s']:.2f} s |")
+                     f"{r['end_to_end_seq_per_s']:.0f} | {r['fixed_s']:.2f} s | "
+                     f"{r['cpu_ms_per_seq']:.2f} | {100 * (r['cpu_efficiency'] or 0):.0f}% |")
     for note in meta["skipped"]:
         lines.append(f"\n{note}")
     return "\n".join(lines)
@@ -363,7 +428,11 @@ def main(argv=None):
         for c in configs:  # warm: workers started, model loaded, programs compiled
             c.run(2 * c.workers)
         print(f"N={n} batches of {BATCH}x{STEPS}; {len(configs)} configurations", flush=True)
-        times = measure(configs, n, args.rounds, reference)
+        cpu_clock = TreeCPU()
+        try:
+            times = measure(configs, n, args.rounds, reference, cpu_clock)
+        finally:
+            cpu_clock.close()
     finally:
         for c in configs:
             c.close()
