@@ -22,9 +22,11 @@ skipped and noted).  How it measures, and why:
   this" is the share of the CPU spent scoring rather than moving data and
   scheduling.  On an idle machine, W workers reach about W times that share of
   the single process's rate, when the framework's own work fits beside them.
-- Rounds interleave every configuration (1 and 2 workers of each framework
-  are all kept up), so a change in the machine's load hits them alike.  Load
-  averages are recorded before and after.
+- One phase per framework, with only its processes up (an idle Ray runtime
+  uses ~7% of a core, an idle 2-worker Dask cluster ~14%).  Within a phase,
+  rounds interleave its configurations and a single-process run, the
+  yardstick for that phase's load.  Load averages are recorded before and
+  after.
 - Every worker runs one thread (OMP_NUM_THREADS=1 for the pool; Ray's
   num_cpus=1 and Dask's nanny set it).  The driver stays idle while workers
   score.  Outputs are checked bit for bit against the single process.
@@ -156,6 +158,7 @@ class Single:
 
     def __init__(self, model, batches):
         self.model, self.batches, self.workers = model, batches, 1
+        self.phase = ""
 
     def run(self, n):
         start, out = time.perf_counter(), []
@@ -226,6 +229,39 @@ class RayData:
         # preserve_order (set at ray.init below): blocks come back in input order.
         return [(i, b["y"], time.perf_counter() - start)
                 for i, b in enumerate(scored.iter_batches(batch_size=None))]
+
+    def close(self):
+        pass
+
+
+class ScoringActor:
+    """A Ray actor around GruPredictor (module level: Ray's workers import it)."""
+
+    def __init__(self, model):
+        from gru_infer.integrations.ray import GruPredictor
+
+        self.predictor = GruPredictor(model)
+
+    def score(self, index, x):
+        return index, self.predictor({"x": x})["y"]
+
+
+class RayActors:
+    name, recipe = "Ray core", "long-lived actors, ActorPool"
+
+    def __init__(self, ray, model, batches, workers):
+        from ray.util import ActorPool
+
+        self.ray, self.batches, self.workers = ray, batches, workers
+        actor = ray.remote(num_cpus=1)(ScoringActor)
+        model_ref = ray.put(model)  # in the object store once; each actor unpickles it once
+        self.pool = ActorPool([actor.remote(model_ref) for _ in range(workers)])
+
+    def run(self, n):
+        start = time.perf_counter()
+        refs = [self.ray.put(x) for x in self.batches[:n]]  # read zero-copy by the actors
+        results = self.pool.map_unordered(lambda a, item: a.score.remote(*item), enumerate(refs))
+        return [(i, y, time.perf_counter() - start) for i, y in results]
 
     def close(self):
         pass
@@ -313,18 +349,19 @@ def summarize(configs, times, n):
         rate = statistics.median(rates)
         cpu = statistics.median(cpu for _, cpu in times[c])
         rows.append({"framework": c.name, "recipe": c.recipe, "workers": c.workers,
+                     "phase": c.phase,
                      "seq_per_s": rate, "seq_per_s_all": rates,
                      "end_to_end_seq_per_s": BATCH * n / statistics.median(totals),
                      "fixed_s": statistics.median(totals) - BATCH * n / rate,
                      "cpu_ms_per_seq": 1000 * cpu / (BATCH * n),
                      "jobs": [{"arrivals": a, "cpu_s": cpu} for a, cpu in times[c]]})
-    by_key = {(r["framework"], r["recipe"], r["workers"]): r for r in rows}
+    by_key = {(r["framework"], r["recipe"], r["workers"], r["phase"]): r for r in rows}
     for r in rows:
-        one = by_key.get((r["framework"], r["recipe"], 1))
+        one = by_key.get((r["framework"], r["recipe"], 1, r["phase"]))
         r["vs_1_worker"] = r["seq_per_s"] / one["seq_per_s"] if one else None
-        same = by_key.get(("multiprocessing pool", "imap(arrays)", r["workers"]))
+        same = by_key.get(("multiprocessing pool", "imap(arrays)", r["workers"], "pool"))
         r["vs_pool"] = r["seq_per_s"] / same["seq_per_s"] if same else None
-        single = by_key.get(("single process", "model(x) in a loop", 1))
+        single = by_key.get(("single process", "model(x) in a loop", 1, r["phase"]))
         r["cpu_efficiency"] = single["cpu_ms_per_seq"] / r["cpu_ms_per_seq"] if single else None
     return rows
 
@@ -335,14 +372,14 @@ def markdown(rows, meta) -> str:
              f"{meta['rounds']} rounds (medians); {meta['cpu']}, {meta['cores']} cores; load "
              f"average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
              f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f}.", "",
-             "| framework | recipe | workers | steady seq/s | vs 1 worker | vs pool, same "
-             "workers | end to end seq/s | fixed cost per job | CPU ms per seq (all "
+             "| phase | framework | recipe | workers | steady seq/s | vs 1 worker | vs pool, "
+             "same workers | end to end seq/s | fixed cost per job | CPU ms per seq (all "
              "processes) | single process's CPU / this |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['vs_1_worker']:.2f}x" if r["vs_1_worker"] else "-"
         pool = f"{100 * r['vs_pool']:.0f}%" if r["vs_pool"] else "-"
-        lines.append(f"| {r['framework']} | {r['recipe']} | {r['workers']} | "
+        lines.append(f"| {r['phase']} | {r['framework']} | {r['recipe']} | {r['workers']} | "
                      f"{r['seq_per_s']:.0f} | {ratio} | {pool} | "
                      f"{r['end_to_end_seq_per_s']:.0f} | {r['fixed_s']:.2f} s | "
                      f"{r['cpu_ms_per_seq']:.2f} | {100 * (r['cpu_efficiency'] or 0):.0f}% |")
@@ -359,6 +396,47 @@ def cpu_name() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def setup_ray(model, batches, worker_counts, closers, skipped) -> list:
+    try:
+        import ray
+        import ray.data
+    except ImportError as error:
+        skipped.append(f"Ray skipped: {error}")
+        return []
+    src = str(REPO / "src") if (REPO / "src" / "gru_infer").exists() else None
+    path = os.pathsep.join(p for p in (src, str(REPO), os.environ.get("PYTHONPATH")) if p)
+    # CPU slots for the long-lived actors, the Ray Data pool and one for Ray
+    # Data's own tasks (logical slots: one job runs at a time).
+    ray.init(num_cpus=sum(worker_counts) + max(worker_counts) + 1, include_dashboard=False,
+             log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    closers.append(ray.shutdown)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.execution_options.preserve_order = True  # outputs checked in order
+    return ([RayData(ray, model, batches, w) for w in worker_counts]
+            + [RayActors(ray, model, batches, w) for w in worker_counts])
+
+
+def setup_dask(model, batches, worker_counts, closers, skipped) -> list:
+    try:
+        import dask.array  # noqa: F401
+        from distributed import Client, LocalCluster
+    except ImportError as error:
+        skipped.append(f"Dask skipped: {error}")
+        return []
+    from gru_infer.integrations.dask import register_model
+
+    cluster = LocalCluster(n_workers=max(worker_counts), threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=40)
+    closers.append(cluster.close)
+    client = Client(cluster)
+    closers.append(client.close)
+    register_model(client, model, model_key="m")
+    return ([DaskArray(client, model, batches, w) for w in worker_counts]
+            + [DaskMap(client, model, batches, w) for w in worker_counts])
 
 
 def main(argv=None):
@@ -382,66 +460,48 @@ def main(argv=None):
     model = build_model()
     batches = make_batches(n)
     reference = np.concatenate([model(x) for x in batches])
-    configs, closers, skipped = [], [], []
+    skipped, all_configs, times = [], [], {}
     load_before = _load()
-    if "single" in frameworks:
-        configs.append(Single(model, batches))
-    if "pool" in frameworks:
-        for shared in (False, True):
-            configs += [Pool(model, batches, w, shared) for w in worker_counts]
-    if "ray" in frameworks:
+    # One phase per framework, only its processes up: an idle Ray runtime uses
+    # ~7% of a core, an idle 2-worker Dask cluster ~14%, which would be taken
+    # from the others' workers.  The single process runs in every phase: the
+    # yardstick for the phase's load.
+    for phase in ("pool", "ray", "dask"):
+        if phase not in frameworks and not (phase == "pool" and "single" in frameworks):
+            continue
+        configs, closers = [], []
         try:
-            import ray
-            import ray.data
-        except ImportError as error:
-            skipped.append(f"Ray skipped: {error}")
-        else:
-            src = str(REPO / "src") if (REPO / "src" / "gru_infer").exists() else None
-            path = os.pathsep.join(p for p in (src, str(REPO), os.environ.get("PYTHONPATH"))
-                                   if p)
-            # One CPU slot more than the workers: Ray Data's own tasks need one.
-            ray.init(num_cpus=max(worker_counts) + 1, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR",
-                     runtime_env={"env_vars": {"PYTHONPATH": path}})
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False
-            context.execution_options.preserve_order = True  # outputs checked in order
-            closers.append(ray.shutdown)
-            configs += [RayData(ray, model, batches, w) for w in worker_counts]
-    if "dask" in frameworks:
-        try:
-            import dask.array  # noqa: F401
-            from distributed import Client, LocalCluster
-        except ImportError as error:
-            skipped.append(f"Dask skipped: {error}")
-        else:
-            from gru_infer.integrations.dask import register_model
-
-            cluster = LocalCluster(n_workers=max(worker_counts), threads_per_worker=1,
-                                   processes=True, dashboard_address=":0", silence_logs=40)
-            client = Client(cluster)
-            register_model(client, model, model_key="m")
-            closers += [cluster.close, client.close]
-            configs += [DaskArray(client, model, batches, w) for w in worker_counts]
-            configs += [DaskMap(client, model, batches, w) for w in worker_counts]
-    try:
-        for c in configs:  # warm: workers started, model loaded, programs compiled
-            c.run(2 * c.workers)
-        print(f"N={n} batches of {BATCH}x{STEPS}; {len(configs)} configurations", flush=True)
-        cpu_clock = TreeCPU()
-        try:
-            times = measure(configs, n, args.rounds, reference, cpu_clock)
+            if "single" in frameworks:
+                configs.append(Single(model, batches))
+            if phase == "pool" and "pool" in frameworks:
+                for shared in (False, True):
+                    configs += [Pool(model, batches, w, shared) for w in worker_counts]
+            if phase == "ray":
+                configs += setup_ray(model, batches, worker_counts, closers, skipped)
+            if phase == "dask":
+                configs += setup_dask(model, batches, worker_counts, closers, skipped)
+            for c in configs:  # warm: workers started, model loaded, programs compiled
+                c.run(2 * c.workers)
+            print(f"{phase}: {len(configs)} configurations, N={n} batches of {BATCH}x{STEPS}",
+                  flush=True)
+            cpu_clock = TreeCPU()
+            try:
+                found = measure(configs, n, args.rounds, reference, cpu_clock)
+            finally:
+                cpu_clock.close()
+            for c in configs:
+                c.phase = phase
+            times.update(found)
+            all_configs += configs
         finally:
-            cpu_clock.close()
-    finally:
-        for c in configs:
-            c.close()
-        for close in reversed(closers):
-            close()
+            for c in configs:
+                c.close()
+            for close in reversed(closers):
+                close()
     meta = {"batches": n, "rounds": args.rounds, "cpu": cpu_name(), "cores": os.cpu_count(),
             "load_before": load_before, "load_after": _load(), "skipped": skipped,
             "python": sys.version.split()[0], "gru_infer": gru_infer.__version__}
-    rows = summarize(configs, times, n)
+    rows = summarize(all_configs, times, n)
     text = markdown(rows, meta)
     print(text)
     if args.out:
