@@ -69,6 +69,30 @@ def test_a_model_pickles_within_a_tenth_of_its_weight_file(tmp_path):
     np.testing.assert_array_equal(pickle.loads(after)(x), y)
 
 
+def test_gru_predictor_is_a_plain_callable_on_numpy_batches(model, fixed, ragged):
+    """No Ray needed: what map_batches calls, called here."""
+    from gru_infer.integrations.ray import GruPredictor
+
+    x, expected = fixed
+    frozen = x[:BATCH].copy()
+    frozen.flags.writeable = False  # as Ray hands tensor columns over
+    predictor = GruPredictor(model)
+    out = predictor({"x": frozen, "id": np.arange(BATCH)})
+    assert sorted(out) == ["id", "y"]
+    np.testing.assert_array_equal(out["y"], expected[:BATCH])
+    column = np.empty(10, object)
+    column[:] = ragged[:10]
+    out = GruPredictor(str(MODEL_FILE), output_column="score", keep_input=True)({"x": column})
+    assert sorted(out) == ["score", "x"] and out["score"].dtype == object
+    for got, want in zip(out["score"], model.predict_ragged(ragged[:10])):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="NumPy batches"):
+        predictor([frozen])
+    with pytest.raises(gru_infer.InputError, match="Model, a file path or a callable"):
+        GruPredictor(42)
+    assert GruPredictor(lambda: model).model is model
+
+
 # -- Ray -----------------------------------------------------------------------------------
 
 
