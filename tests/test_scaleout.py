@@ -224,6 +224,9 @@ def test_dask_registered_model_map_blocks_and_client_map(dask_client, model, fix
     np.testing.assert_array_equal(np.concatenate(dask_client.gather(futures)), expected)
     who = dask_client.who_has(futures)
     assert len({w for workers in who.values() for w in workers}) == 2  # both workers scored
+    scattered = dask_client.scatter(model, broadcast=True)  # or the model itself, scattered
+    futures = dask_client.map(gd.predict_block, chunks, model=scattered)
+    np.testing.assert_array_equal(np.concatenate(dask_client.gather(futures)), expected)
 
 
 def test_dask_map_partitions_on_ragged_sequences(dask_client, model, ragged):

@@ -8,7 +8,7 @@
     scores = ds.map_batches(
         GruPredictor,
         fn_constructor_kwargs={"model": model},   # pickled once: spec + weights
-        compute=ray.data.ActorPoolStrategy(size=8),  # Ray < 2.4x: concurrency=8
+        compute=ray.data.ActorPoolStrategy(size=8),  # older Ray: concurrency=8
         num_cpus=1,                               # one core per actor
         batch_size=64,
     )
