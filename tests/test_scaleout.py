@@ -247,3 +247,23 @@ def test_dask_map_partitions_on_ragged_sequences(dask_client, model, ragged):
         expected += model.predict_ragged(list(part["x"]))
     for got, want in zip(scored.sort_values("id")["y"], expected):
         np.testing.assert_array_equal(got, want)
+
+
+# -- the examples, end to end (small counts) ----------------------------------------------
+
+
+@pytest.mark.parametrize("script, needs", [("dask_batch_scoring.py", "distributed"),
+                                           ("ray_batch_scoring.py", "ray")])
+def test_example_runs(script, needs, tmp_path):
+    pytest.importorskip(needs)
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("pandas")
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=_worker_path())
+    example = Path(__file__).parent.parent / "examples" / script
+    result = subprocess.run([sys.executable, str(example), "--count", "400", "--workers", "2",
+                             "--data", str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "accuracy 0.9" in result.stdout, result.stdout
