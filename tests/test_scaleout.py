@@ -267,3 +267,27 @@ def test_example_runs(script, needs, tmp_path):
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "accuracy 0.9" in result.stdout, result.stdout
+
+
+def test_dask_partition_helper_on_empty_and_multi_output_frames(ragged):
+    pytest.importorskip("distributed")
+    pytest.importorskip("h5py")
+    pd = pytest.importorskip("pandas")
+    from gru_infer.integrations.dask import predict_partition
+
+    model = gru_infer.convert(FIXTURES / "keras_graph" / "multi_depth_k3.keras")
+    assert len(model.outputs) == 3
+    features = model.input_shape[1]
+    rng = np.random.default_rng(4)
+    seqs = [rng.standard_normal((n, features)).astype(np.float32) for n in (3, 7, 1, 5)]
+    frame = pd.DataFrame({"id": np.arange(4), "x": seqs})
+    out = predict_partition(frame, model, output_column="out")
+    assert list(out.columns) == ["id", "out0", "out1", "out2"]
+    expected = model.predict_ragged(seqs)
+    for k in range(3):
+        for got, want in zip(out[f"out{k}"], expected[k]):
+            np.testing.assert_array_equal(got, want)
+    empty = predict_partition(frame.iloc[:0], model, output_column=["a", "b", "c"])
+    assert list(empty.columns) == ["id", "a", "b", "c"] and len(empty) == 0
+    with pytest.raises(TypeError, match="convert-string"):
+        predict_partition(pd.DataFrame({"x": ["[1, 2]"]}), model)
