@@ -241,6 +241,25 @@ class Model:
 
     predict = __call__
 
+    def predict_ragged(self, seqs, *, batch_size: int = 64, strategy: str = "auto",
+                       padded: bool = False, num_threads: Optional[int] = None):
+        """Outputs for sequences of different lengths, each as if run alone.
+
+        seqs: a list (or 1-D object array) of (time_i, features) arrays, or
+        (time_i,) token ids; read-only and strided arrays are fine.  Returns
+        one array per sequence, in the given order: (time_i, ...) for a
+        sequence output, (...) for a last-step output or a state; a list of
+        such lists for a model with several outputs.  padded=True returns
+        (outputs, lengths) instead, each output one zero-padded array
+        (sequences, max time, ...).  strategy: "lengths" pads each batch and
+        passes lengths=, "bucket" batches only equal lengths, "auto" takes
+        "lengths" where it is exact for this model (see runtime/ragged.py).
+        """
+        from .ragged import predict_ragged
+
+        return predict_ragged(self, seqs, batch_size=batch_size, strategy=strategy,
+                              padded=padded, num_threads=num_threads)
+
     def _from_batch_first(self, output: np.ndarray) -> np.ndarray:
         if self.time_major and output.ndim >= 3:
             return np.ascontiguousarray(output.swapaxes(0, 1))
