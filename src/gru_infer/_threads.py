@@ -28,9 +28,11 @@ def set_num_threads(n: int | None) -> None:
     _default_threads = n
 
 
-def resolve_num_threads(n: int | None) -> int:
+def resolve_num_threads(n: int | None) -> int | None:
+    """A call's thread count: n, else set_num_threads' value, else None (the
+    core chooses from the work, up to every core)."""
     if n is None:
-        return get_num_threads()
+        return _default_threads
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"num_threads must be a positive int, got {n!r}")
     return n

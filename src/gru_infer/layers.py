@@ -1,7 +1,7 @@
 """Layers over the canonical weights.
 
-GRU holds the canonical (ONNX-style) weights, derives once what the C core
-prefers (folded biases, packed panels) and calls the core.
+GRU holds the canonical (ONNX-style) weights; the C core packs what its
+kernels prefer (folded biases, packed panels) from them and runs the layer.
 """
 
 from __future__ import annotations
@@ -34,21 +34,6 @@ def _scratch_buffer(nbytes: int) -> np.ndarray:
     if nbytes <= _SCRATCH_KEEP_BYTES:
         _scratch.buffer = buffer
     return buffer
-
-
-def pack_panels(matrix: np.ndarray, hidden_size: int) -> np.ndarray:
-    """(3H, K) gate blocks -> (3, P, K, PANEL): the packed kernel's layout.
-
-    Each panel holds PANEL consecutive output rows of one gate transposed, so
-    the kernel reads weights in one sequential stream; the last panel is zero
-    padded.
-    """
-    panel = _core.PANEL
-    k = matrix.shape[1]
-    panels = -(-hidden_size // panel)
-    padded = np.zeros((3, panels * panel, k), matrix.dtype)
-    padded[:, :hidden_size] = matrix.reshape(3, hidden_size, k)
-    return np.ascontiguousarray(padded.reshape(3, panels, panel, k).transpose(0, 1, 3, 2))
 
 
 def core_activation(name: str, hard_sigmoid: str) -> str:
@@ -115,39 +100,18 @@ class GRU:
         self.activations = tuple(activations)
         self.hard_sigmoid = hard_sigmoid
         self.num_threads = num_threads
+        # packed in C (biases folded there), for the kernel set in use
         self._core = _core.GRUCore(
             self.dtype,
             I,
             H,
-            [self._core_direction(d, reverse) for d, reverse in enumerate(GRU_DIRECTIONS[direction])],
+            list(GRU_DIRECTIONS[direction]),
             self.linear_before_reset,
             core_activation(activations[0], hard_sigmoid),
             core_activation(activations[1], hard_sigmoid),
-        )
-
-    def _core_direction(self, d: int, reverse: bool) -> tuple:
-        """The arrays the core reads for direction d; biases folded where only added."""
-        H = self.hidden_size
-        if self.B is None:
-            bias_x = np.zeros(3 * H, self.dtype)
-            bias_hn = np.zeros(H, self.dtype)
-        else:
-            Wb, Rb = self.B[d, : 3 * H], self.B[d, 3 * H :]
-            bias_x = Wb.copy()
-            if self.linear_before_reset:
-                bias_x[: 2 * H] += Rb[: 2 * H]  # b_hn sits inside r * (...): kept apart
-                bias_hn = Rb[2 * H :].copy()
-            else:
-                bias_x += Rb
-                bias_hn = np.zeros(H, self.dtype)
-        return (
-            self.W[d],
-            self.R[d],
-            pack_panels(self.W[d], H),
-            pack_panels(self.R[d], H),
-            bias_x,
-            bias_hn,
-            reverse,
+            W,
+            R,
+            B,
         )
 
     @property
