@@ -65,13 +65,16 @@ def throughput_table(doc) -> list:
         for run in doc["runs"]:
             n = run["threads"]
             peak = run["floors"]["sgemm_GFLOPs"]
+            f = run["floors"]
+            fma = max(f.get("fma_peak_avx512_GFLOPs", 0), f.get("fma_peak_avx2_GFLOPs", 0)) * n
             cells = []
             for e in engines:
                 r = _find(doc, w, e, n)
                 if r is None or key not in r:
                     cells.append("—")
                 elif w == "W4":
-                    cells.append(f"{r[key]:.1f} ({100 * r[key] / peak:.0f}% of sgemm)")
+                    of_fma = f", {100 * r[key] / fma:.0f}% of FMA peak" if fma else ""
+                    cells.append(f"{r[key]:.1f} ({100 * r[key] / peak:.0f}% of sgemm{of_fma})")
                 else:
                     cells.append(f"{r[key]:,.0f}")
             if any(c != "—" for c in cells):
@@ -101,15 +104,20 @@ def accuracy_table(doc) -> list:
 
 
 def floors_table(doc) -> list:
-    lines = ["| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s | bare gru_infer.GRU step, tiny: p50 / p99 |",
-             "|---|---|---|---|---|"]
+    lines = [("| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s | FMA peak, 1 core: AVX-512 / AVX2 "
+              "| bare gru_infer.GRU step, tiny: p50 / p99 | one step inside C (1 thr): tiny / M gru1 / M gru2 |"),
+             "|---|---|---|---|---|---|---|"]
     for run in doc["runs"]:
         f = run["floors"]
+        peak = (f"{f['fma_peak_avx512_GFLOPs']:.0f} / {f['fma_peak_avx2_GFLOPs']:.0f}"
+                if "fma_peak_avx512_GFLOPs" in f else "—")
+        c_step = (f"{f['c_step_tiny_us']:.2f} / {f['c_step_M_gru1_us']:.1f} / {f['c_step_M_gru2_us']:.1f} µs "
+                  f"({f['isa']})" if "c_step_tiny_us" in f else "—")
         lines.append(
             f"| {run['threads']} | {f['sum_p50_us']:.1f} µs ({f['sum_GBps']:.1f} GB/s) "
             f"| {f['sgemv_p50_us']:.1f} µs ({f['sgemv_GBps']:.1f} GB/s) "
-            f"| {f['sgemm_GFLOPs']:.1f} (n={f['sgemm_n']}) "
-            f"| {f['bare_step_p50_us']:.2f} / {f['bare_step_p99_us']:.2f} µs |")
+            f"| {f['sgemm_GFLOPs']:.1f} (n={f['sgemm_n']}) | {peak} "
+            f"| {f['bare_step_p50_us']:.2f} / {f['bare_step_p99_us']:.2f} µs | {c_step} |")
     return lines
 
 
@@ -128,6 +136,41 @@ def sweep_table(doc) -> list:
     return lines
 
 
+def contention_table(doc) -> list:
+    c = doc.get("contention")
+    if not c or not c["results"]:
+        return []
+    scenarios = [s["name"] for s in c["scenarios"]]
+    found = {(r["scenario"], r["engine"], r["workload"]): r for r in c["results"]}
+    engines = []
+    for r in c["results"]:
+        if r["engine"] not in engines:
+            engines.append(r["engine"])
+    lines = ["| engine | workload | " + " | ".join(f"{s}: p50 / p99 (×quiet p50)" for s in scenarios) + " |",
+             "|---|---|" + "---|" * len(scenarios)]
+    for e in engines:
+        for w in ("W1", "W2", "tiny"):
+            quiet = found.get(("quiet", e, w))
+            if quiet is None:
+                continue
+            unit, scale = UNITS[w]
+            cells = []
+            for s in scenarios:
+                r = found.get((s, e, w))
+                if r is None:
+                    cells.append("—")
+                    continue
+                cell = f"{_num(r['p50_ns'] / scale)} / {_num(r['p99_ns'] / scale)} {unit}"
+                if s != "quiet":
+                    cell += f" (×{r['p50_ns'] / quiet['p50_ns']:.2f})"
+                cells.append(cell)
+            lines.append(f"| {e} | {w} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {s['name']}: {s['what']}" for s in c["scenarios"]]
+    lines += [f"- error: {e.splitlines()[0]}" for e in c["errors"]]
+    return lines
+
+
 def markdown(doc) -> str:
     m = doc["machine"]
     v = doc["runs"][0]["versions"] if doc["runs"] else {}
@@ -136,11 +179,12 @@ def markdown(doc) -> str:
     out = [
         "# gru_infer latency benchmark", "",
         f"`{doc['command']}` — {doc['started']}", "",
-        f"CPU: {m['cpu']} ({m['cores']} cores visible); "
+        f"CPU: {m['cpu']} ({m['cores']} cores visible; {m.get('cpu_details', '')}); "
         + ", ".join(f"{k} {val}" for k, val in v.items() if k in
-                    ("python", "numpy", "scipy", "gru_infer", "gru_infer_kernel", "torch", "onnxruntime")), "",
-        "Every (thread count, engine) pair and the floors ran in a fresh process with "
-        "OMP/OPENBLAS/MKL_NUM_THREADS set to the thread count before any import.", "",
+                    ("python", "numpy", "scipy", "gru_infer", "gru_infer_kernel", "torch", "onnxruntime",
+                     "openvino")), "",
+        ("Every (thread count, engine) pair and the floors ran in a fresh process with "
+         "OMP/OPENBLAS/MKL_NUM_THREADS set to the thread count before any import."), "",
         "## Latency: p50 / p99 (×ratio = peer p50 / gru_infer p50; >1 means gru_infer is faster)", "",
         *latency_table(doc), "",
         *(["## Throughput", "", *tp, ""] if len(tp) > 2 else []),
@@ -149,6 +193,9 @@ def markdown(doc) -> str:
         f"## Floors (weight read: all {weight_mb:.2f} MB of model M's float32 weights, once)", "",
         *floors_table(doc), "",
     ]
+    contention = contention_table(doc)
+    if contention:
+        out += ["## Contention: W1 and W2 at each engine's default thread settings", "", *contention, ""]
     sweep = sweep_table(doc)
     if sweep:
         out += ["## Batch sweep: sequences/s, model M, T=100", "", *sweep, ""]

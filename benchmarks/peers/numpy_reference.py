@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._lazy import import_error
 from ..workloads import reference_forward
+from ._lazy import import_error
 
 NAME = "numpy_ref"
 

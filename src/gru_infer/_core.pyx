@@ -390,10 +390,11 @@ cdef class BoundDense:
     cdef const void *x
     cdef void *y
     cdef long rows
+    cdef int num_threads
     cdef tuple _keep_alive
 
     def __init__(self, cnp.ndarray x, cnp.ndarray kernel, object bias, cnp.ndarray y,
-                 object activation):
+                 object activation, object num_threads=1):
         dtype = kernel.dtype
         if dtype not in (np.float32, np.float64) or kernel.ndim != 2 or 0 in (<object>kernel).shape:
             raise TypeError(f"internal: kernel must be a non-empty 2-D float32/float64 array, "
@@ -404,6 +405,7 @@ cdef class BoundDense:
         self.desc.out_features = kernel.shape[1]
         self.desc.act = GRU_ACT_LINEAR if activation is None else ACTIVATION_CODES[activation]
         self.rows = y.size // self.desc.out_features
+        self.num_threads = threads_arg(num_threads)
         checked_data(kernel, dtype, (self.desc.in_features, self.desc.out_features), "kernel")
         self.x = checked_data(x, dtype, (<object>x).shape, "x")
         self.y = <void *>checked_data(y, dtype, (<object>y).shape, "y")
@@ -431,10 +433,10 @@ cdef class BoundDense:
         cdef int status
         cdef const void *packed = cnp.PyArray_DATA(self.packed)
         with nogil:
-            status = gru_dense_forward(packed, self.rows, self.x, self.y, 1)
+            status = gru_dense_forward(packed, self.rows, self.x, self.y, self.num_threads)
         if status == GRU_ERR_STALE_PACK:
             self.pack()
             packed = cnp.PyArray_DATA(self.packed)
             with nogil:
-                status = gru_dense_forward(packed, self.rows, self.x, self.y, 1)
+                status = gru_dense_forward(packed, self.rows, self.x, self.y, self.num_threads)
         check_status(status)
