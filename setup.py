@@ -25,7 +25,8 @@ if os.environ.get("GRU_INFER_NATIVE") == "1":
 if os.environ.get("GRU_NO_DISPATCH") == "1":
     macros.append(("GRU_NO_DISPATCH", "1"))
 
-C_SOURCES = ["src_c/gru.c", "src_c/threads.c", "src_c/isa_generic.c", "src_c/isa_avx2.c"]
+C_SOURCES = ["src_c/gru.c", "src_c/threads.c", "src_c/isa_generic.c", "src_c/isa_avx2.c",
+             "src_c/isa_avx512.c"]
 C_HEADERS = ["src_c/gru.h", "src_c/isa.h", "src_c/threads.h", "src_c/activations.h",
              "src_c/elementwise_impl.h", "src_c/panel_kernels_impl.h"]
 

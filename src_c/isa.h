@@ -106,6 +106,7 @@ extern int gru_projection_path;
 extern const gru_isa gru_isa_generic;
 #if GRU_X86_DISPATCH
 extern const gru_isa gru_isa_avx2;
+extern const gru_isa gru_isa_avx512;
 #endif
 
 #endif
