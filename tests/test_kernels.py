@@ -6,7 +6,7 @@ that crosses every place where the C core switches path:
   16 (AVX-512 float32): hidden sizes just below, at and above multiples;
 - batch-row blocks: one row (the streaming matvec), up to 3 and up to 6 rows
   (four-panel blocks), 12-row slivers and their remainders;
-- K blocks of 256 (AVX-512) and panel blocks of 32 (512 columns), the generic
+- K blocks of 512 (AVX-512) and panel blocks of 64 (1024 columns), the generic
   kernel's 64-column blocks and its BLAS threshold (16 rows);
 - time chunks (input projections of at most 8 MB), thread teams of 1, 2, 3
   (steps split by units, or by batch rows too when units are few), both
@@ -96,7 +96,7 @@ def check(
 
 # hidden sizes around every panel width and the 64-column block; input sizes around K blocks
 HIDDEN = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 48, 63, 65]
-INPUT = [1, 2, 13, 255, 256, 257]
+INPUT = [1, 2, 13, 256, 511, 512, 513]
 BATCH = [1, 2, 3, 4, 6, 7, 12, 13, 25]
 
 
@@ -121,9 +121,9 @@ def test_input_sizes_around_k_blocks(isa, input_size, rng):
     check(rng, batch=14, steps=2, input_size=input_size, hidden_size=9)
 
 
-@pytest.mark.parametrize("hidden_size", [250, 260])
+@pytest.mark.parametrize("hidden_size", [250, 520])
 def test_large_hidden_size_k_and_panel_blocks(isa, hidden_size, rng):
-    # K = H crosses the 256 block; 3 * Hp > 512 columns crosses the panel block
+    # H 520: K = H crosses the 512 block and 3 * Hp > 1024 columns the panel block
     check(rng, batch=13, steps=3, input_size=40, hidden_size=hidden_size, h0=True)
     check(rng, batch=1, steps=3, input_size=40, hidden_size=hidden_size, lbr=False)
 

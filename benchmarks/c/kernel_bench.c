@@ -66,8 +66,8 @@ __attribute__((noipa, target("avx2,fma"))) static double peak_avx2(long n)
 static double peak(const char *isa)
 {
 #if GRU_X86_DISPATCH
-    if (strcmp(isa, "avx512") == 0) return peak_avx512(2000000);
-    if (strcmp(isa, "avx2") == 0) return peak_avx2(2000000);
+    if (strcmp(isa, "avx512") == 0) return peak_avx512(200000);
+    if (strcmp(isa, "avx2") == 0) return peak_avx2(200000);
 #endif
     (void)isa;
     return 0;
@@ -83,6 +83,8 @@ static const shape shapes[] = {
     {"L1-resident: 12 x 64, K 128", 12, 128, 64},
     {"L2-resident: 24 x 256, K 256", 24, 256, 256},
     {"W4 projection (40 steps x 32 rows)", 1280, 512, 1536},
+    {"W4-like projection, 240 rows", 240, 512, 1536},
+    {"W3 L2-like projection, 240 rows", 240, 256, 384},
     {"W4 recurrent, batch 32", 32, 512, 1536},
     {"W3 L1 projection (40 steps x 64)", 2560, 100, 768},
     {"W3 L1 recurrent, batch 64", 64, 256, 768},
@@ -102,7 +104,7 @@ static void print_peaks(void)
 {
     double best512 = 0, best2 = 0;
     int r;
-    for (r = 0; r < 20; r++) {
+    for (r = 0; r < 200; r++) {
         const double a = peak("avx512"), b = peak("avx2");
         if (a > best512) best512 = a;
         if (b > best2) best2 = b;
@@ -171,12 +173,12 @@ int main(int argc, char **argv)
             float *y = malloc((size_t)s.rows * N * 4 + 64), *bias = calloc(N, 4);
             void *packed = malloc(fmt->matrix_bytes(fmt, N, s.K) + 64);
             double best = 1e9, best_peak = 0, flops = 2.0 * s.rows * s.K * s.N;
-            int r, reps = (int)(2e8 / flops) + 3;
+            int r, reps = (int)(2e8 / flops / 50) + 1;
             size_t k;
             for (k = 0; k < (size_t)s.N * s.K; k++) w[k] = (float)((k * 7919) % 1000) / 1000 - 0.5f;
             for (k = 0; k < (size_t)s.rows * s.K; k++) x[k] = (float)((k * 104729) % 1000) / 1000 - 0.5f;
             fmt->pack(fmt, packed, w, s.K, 1, 1, s.N, s.K);
-            for (r = 0; r < 9; r++) {
+            for (r = 0; r < 40; r++) {
                 int q;
                 double t, p = peak(isa->name);
                 if (p > best_peak) best_peak = p;
