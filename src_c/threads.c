@@ -30,6 +30,7 @@
 #if GRU_THREADS
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,7 +64,8 @@ typedef struct {
     int64_t away_until; /* ns: out of adaptive teams until then */
     int64_t leave_ns;   /* the next time away */
     int sleeping;       /* in sleep_while_gen_is */
-    char pad[CACHE_LINE - 2 * sizeof(int64_t) - sizeof(int)];
+    int cpu;            /* where it last took work (-1: unknown) */
+    char pad[CACHE_LINE - 2 * sizeof(int64_t) - 2 * sizeof(int)];
 } worker_state;
 
 static struct {
@@ -110,6 +112,15 @@ static inline void cpu_relax(void)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
+#endif
+}
+
+static int current_cpu(void)
+{
+#ifdef __linux__
+    return sched_getcpu();
+#else
+    return -1;
 #endif
 }
 
@@ -172,23 +183,27 @@ static void note_descheduled(int self, int64_t now)
     STORE_RELAXED(&w->leave_ns, leave * 2 < LEAVE_MAX_NS ? leave * 2 : LEAVE_MAX_NS);
 }
 
-/* Runs job g's chunks: slot `self`'s own range first, then what is left of the others'. */
-static void work_on(uint32_t g, int self)
+/* Runs job g's chunks: slot `self`'s own range first, then what is left of
+ * the others'.  Returns how many it ran. */
+static int work_on(uint32_t g, int self)
 {
     const gru_chunk_fn fn = LOAD_RELAXED(&pool.fn);
     void *const ctx = LOAD_RELAXED(&pool.ctx);
     const uint64_t members = LOAD_RELAXED(&pool.members);
-    int team = LOAD_RELAXED(&pool.team), i;
+    int team = LOAD_RELAXED(&pool.team), i, ran = 0;
     if (team > GRU_MAX_TEAM) team = GRU_MAX_TEAM;
-    if (self >= team || !(members >> self & 1)) return;
+    if (self >= team || !(members >> self & 1)) return 0;
+    STORE_RELAXED(&pool.worker[self].cpu, current_cpu());
     for (i = 0; i < team; i++) {
         const int s = (self + i) % team;
         int c;
         while ((c = claim_chunk(s, g)) >= 0) {
             fn(ctx, c);
             __atomic_add_fetch(&pool.done, 1, __ATOMIC_RELEASE);
+            ran++;
         }
     }
+    return ran;
 }
 
 static void *worker_main(void *arg)
@@ -214,7 +229,12 @@ static void *worker_main(void *arg)
             }
         }
         seen = g;
-        work_on(g, self);
+        {
+            const int64_t t0 = now_ns();
+            /* a job run promptly and without a gap: back to the shortest leave */
+            if (work_on(g, self) > 0 && now_ns() - t0 < DESCHEDULED_NS && t0 - last < DESCHEDULED_NS)
+                STORE_RELAXED(&pool.worker[self].leave_ns, 0);
+        }
     }
     return NULL;
 }
@@ -229,6 +249,7 @@ static void pool_after_fork_in_child(void)
     for (i = 0; i < GRU_MAX_TEAM; i++) {
         pool.worker[i].away_until = pool.worker[i].leave_ns = 0;
         pool.worker[i].sleeping = 0;
+        pool.worker[i].cpu = -1;
     }
     pthread_mutex_init(&pool.start_lock, NULL);
 #ifndef __linux__
@@ -259,6 +280,69 @@ static int start_workers(int wanted)
     return pool.n_workers;
 }
 
+/*
+ * Cores this process can have now: the machine's idle CPU time plus this
+ * process's own, over the last window (Linux /proc/stat; elsewhere: all).
+ * Adaptive teams are no larger: a thread beyond that would share a core with
+ * other work, be preempted, sooner or later while holding a chunk, and stall
+ * a step for a scheduler slice.  Sampled at most every CAPACITY_WINDOW_NS by
+ * the pool's owner (about 15 us a sample).
+ */
+#define CAPACITY_WINDOW_NS 100000000
+static struct {
+    int64_t at;                       /* when the window started, 0: never */
+    unsigned long long idle_ticks;    /* machine-wide idle + iowait at `at` */
+    int64_t self_ns;                  /* this process's CPU time at `at` */
+    double cores;                     /* the estimate from the last full window */
+} capacity = {0, 0, 0, 1e9};
+
+static int read_idle_ticks(unsigned long long *idle)
+{
+#ifdef __linux__
+    char line[256];
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int ok;
+    if (!f) return 0;
+    ok = fgets(line, sizeof(line), f) != NULL &&
+         sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                &v[4], &v[5], &v[6], &v[7]) >= 5;
+    fclose(f);
+    *idle = v[3] + v[4];
+    return ok;
+#else
+    (void)idle;
+    return 0;
+#endif
+}
+
+static int64_t process_cpu_ns(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) return 0;
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static double capacity_cores(void)
+{
+    const int64_t now = now_ns();
+    unsigned long long idle;
+    if (capacity.at && now - capacity.at < CAPACITY_WINDOW_NS) return capacity.cores;
+    if (!read_idle_ticks(&idle)) return 1e9;
+    {
+        const int64_t self = process_cpu_ns();
+        if (capacity.at) {
+            const double window = (double)(now - capacity.at), hz = (double)sysconf(_SC_CLK_TCK);
+            const double idle_cores = (double)(idle - capacity.idle_ticks) / hz * 1e9 / window;
+            capacity.cores = idle_cores + (double)(self - capacity.self_ns) / window;
+        }
+        capacity.at = now;
+        capacity.idle_ticks = idle;
+        capacity.self_ns = self;
+    }
+    return capacity.cores;
+}
+
 int gru_team_begin(int threads, int adaptive)
 {
     int expected = 0, workers;
@@ -267,6 +351,15 @@ int gru_team_begin(int threads, int adaptive)
     if (!__atomic_compare_exchange_n(&pool.busy, &expected, 1, 0, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
         return 1; /* another caller runs a job: this one runs alone */
+    if (adaptive) {
+        /* whole cores only, with a little slack for the estimate's noise */
+        const double cores = capacity_cores() + 0.3;
+        if (cores < threads) threads = cores >= 1 ? (int)cores : 1;
+        if (threads <= 1) {
+            STORE(&pool.busy, 0);
+            return 1;
+        }
+    }
     workers = pool.n_workers >= threads - 1 ? pool.n_workers : start_workers(threads - 1);
     if (workers + 1 < threads) threads = workers + 1;
     pool.adaptive = adaptive;
@@ -328,16 +421,23 @@ void gru_team_run(int team, int n_chunks, gru_chunk_fn fn, void *ctx)
         }
     }
     if (LOAD(&pool.done) < n_chunks) {
-        /* a worker holds a chunk: wait, spinning, then yielding (it may be
-         * waiting for this very core) */
+        /* A worker holds a chunk: spin.  Past OWNER_SPIN_NS, yield if a worker
+         * last ran on this very core (it may be waiting for it); yielding
+         * otherwise would only hand this thread's turn to other processes. */
         const int64_t t0 = now_ns();
+        const int me = current_cpu();
         int64_t t = t0;
         int spins = 0;
         while (LOAD(&pool.done) < n_chunks) {
             cpu_relax();
             if (++spins & 63) continue;
             t = now_ns();
-            if (t - t0 > OWNER_SPIN_NS) sched_yield();
+            if (t - t0 > OWNER_SPIN_NS)
+                for (i = 1; i < active; i++)
+                    if (me < 0 || LOAD_RELAXED(&pool.worker[slot_of[i]].cpu) == me) {
+                        sched_yield();
+                        break;
+                    }
         }
         if (pool.adaptive && t - t0 > DESCHEDULED_NS)
             for (i = 1; i < active; i++) note_descheduled(slot_of[i], t);
@@ -359,6 +459,69 @@ int gru_cpu_count(void)
 #else /* no threads: every section is the caller alone */
 
 int gru_cpu_count(void) { return 1; }
+/*
+ * Cores this process can have now: the machine's idle CPU time plus this
+ * process's own, over the last window (Linux /proc/stat; elsewhere: all).
+ * Adaptive teams are no larger: a thread beyond that would share a core with
+ * other work, be preempted, sooner or later while holding a chunk, and stall
+ * a step for a scheduler slice.  Sampled at most every CAPACITY_WINDOW_NS by
+ * the pool's owner (about 15 us a sample).
+ */
+#define CAPACITY_WINDOW_NS 100000000
+static struct {
+    int64_t at;                       /* when the window started, 0: never */
+    unsigned long long idle_ticks;    /* machine-wide idle + iowait at `at` */
+    int64_t self_ns;                  /* this process's CPU time at `at` */
+    double cores;                     /* the estimate from the last full window */
+} capacity = {0, 0, 0, 1e9};
+
+static int read_idle_ticks(unsigned long long *idle)
+{
+#ifdef __linux__
+    char line[256];
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int ok;
+    if (!f) return 0;
+    ok = fgets(line, sizeof(line), f) != NULL &&
+         sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                &v[4], &v[5], &v[6], &v[7]) >= 5;
+    fclose(f);
+    *idle = v[3] + v[4];
+    return ok;
+#else
+    (void)idle;
+    return 0;
+#endif
+}
+
+static int64_t process_cpu_ns(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) != 0) return 0;
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static double capacity_cores(void)
+{
+    const int64_t now = now_ns();
+    unsigned long long idle;
+    if (capacity.at && now - capacity.at < CAPACITY_WINDOW_NS) return capacity.cores;
+    if (!read_idle_ticks(&idle)) return 1e9;
+    {
+        const int64_t self = process_cpu_ns();
+        if (capacity.at) {
+            const double window = (double)(now - capacity.at), hz = (double)sysconf(_SC_CLK_TCK);
+            const double idle_cores = (double)(idle - capacity.idle_ticks) / hz * 1e9 / window;
+            capacity.cores = idle_cores + (double)(self - capacity.self_ns) / window;
+        }
+        capacity.at = now;
+        capacity.idle_ticks = idle;
+        capacity.self_ns = self;
+    }
+    return capacity.cores;
+}
+
 int gru_team_begin(int threads, int adaptive)
 {
     (void)threads;
