@@ -14,6 +14,7 @@ that crosses every place where the C core switches path:
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -381,3 +382,57 @@ def test_fork_after_threads_in_the_parent():
     """
     out = run_python(code, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.stdout, out.stderr)
+
+
+# ---- the C driver (no Python), natively and for aarch64 under qemu when the tools exist --------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_c_driver(cc, out, extra=()):
+    sources = sorted(
+        os.path.join(REPO, "src_c", f)
+        for f in os.listdir(os.path.join(REPO, "src_c"))
+        if f.endswith(".c")
+    )
+    cmd = [
+        cc,
+        "-O2",
+        "-std=gnu99",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pthread",
+        *extra,
+        "-I" + os.path.join(REPO, "src_c"),
+        os.path.join(REPO, "tests", "c", "test_core.c"),
+        *sources,
+        "-lm",
+        "-o",
+        out,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_c_driver_native(tmp_path):
+    exe = str(tmp_path / "test_core")
+    built = build_c_driver("cc", exe)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([exe], capture_output=True, text=True, timeout=300, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+    reason="no aarch64 cross compiler and qemu",
+)
+def test_c_driver_aarch64(tmp_path):
+    exe = str(tmp_path / "test_core_arm")
+    built = build_c_driver("aarch64-linux-gnu-gcc", exe, ("-static",))
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run(
+        ["qemu-aarch64", exe], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "generic" in ran.stdout
