@@ -155,7 +155,7 @@ int gru_has_openmp(void) { return 0; }
 
 /* Below this many flops per thread and step, another thread costs more in
  * handing work over than it saves (num_threads 0 only). */
-#define MIN_FLOPS_PER_THREAD 100000.0
+#define MIN_FLOPS_PER_THREAD 40000.0
 
 static int threads_for(int num_threads, double flops, int max_parts)
 {
