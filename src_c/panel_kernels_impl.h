@@ -6,11 +6,14 @@
  * Included with REAL, GRU_NAME(x), GRU_PANEL and GRU_MAX_ROWS (batch rows per
  * block: accumulators are NP * rows vectors, NP panels per block) defined.
  *
- * Loop order: panels outermost, so a block of NP weight panels stays in L1/L2
- * while every batch row passes over it (weights stream from memory once per
- * call); batch rows in blocks of GRU_MAX_ROWS; k innermost, each weight vector
- * loaded once per block and used for every row of it.
+ * Loop order: rows in blocks of GRU_ROW_BLOCK (inputs that stay in L2), then
+ * panels, so a block of NP weight panels stays in L1/L2 while every row of the
+ * block passes over it; rows in blocks of GRU_MAX_ROWS; k innermost, each
+ * weight vector loaded once per block and used for every row of it.
  */
+#ifndef GRU_ROW_BLOCK
+#define GRU_ROW_BLOCK 96
+#endif
 
 typedef REAL GRU_NAME(vec) __attribute__((vector_size(GRU_PANEL * sizeof(REAL)), aligned(sizeof(REAL)),
                                           may_alias));
@@ -79,10 +82,11 @@ static void GRU_NAME(matmul)(const void *w, int K, int N, int c0, int c1, int n_
     const int n_big = (p1 - p0) / big, rest = (p1 - p0) - n_big * big;
     const int n_pair = big == 4 && rest >= 2, n_single = rest & 1;
     const int n_blocks = n_big + n_pair + n_single;
-    int i;
+    int i, rb;
     (void)N;
     if (p1 <= p0 || rows <= 0) return;
 
+    for (rb = 0; rb < rows; rb += GRU_ROW_BLOCK)
     for (i = 0; i < n_blocks; i++) {
         const int block = flags & GRU_MM_DESCENDING ? n_blocks - 1 - i : i;
         const int p = block < n_big ? p0 + block * big
@@ -92,8 +96,9 @@ static void GRU_NAME(matmul)(const void *w, int K, int N, int c0, int c1, int n_
         const REAL *bp = bias ? (const REAL *)bias + p * GRU_PANEL : NULL;
         const int n_left = n_valid - p * GRU_PANEL;
         int b0;
-        for (b0 = 0; b0 < rows; b0 += GRU_MAX_ROWS) {
-            const int nb = rows - b0 < GRU_MAX_ROWS ? rows - b0 : GRU_MAX_ROWS;
+        const int r_end = rows - rb < GRU_ROW_BLOCK ? rows : rb + GRU_ROW_BLOCK;
+        for (b0 = rb; b0 < r_end; b0 += GRU_MAX_ROWS) {
+            const int nb = r_end - b0 < GRU_MAX_ROWS ? r_end - b0 : GRU_MAX_ROWS;
             const REAL *xb = (const REAL *)x + b0 * ldx;
             REAL *yb = (REAL *)y + b0 * ldy + p * GRU_PANEL;
             if (np == 4) {

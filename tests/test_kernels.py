@@ -3,7 +3,8 @@
 Each test is run once per kernel set, forced with _core.isa_select, over a grid
 that crosses every place where the C core switches path:
 - panel widths: 4 (AVX2 float64), 8 (generic, AVX2 float32, AVX-512 float64),
-  16 (AVX-512 float32): hidden sizes just below, at and above multiples;
+  16 (AVX-512 float32): hidden sizes just below, at and above multiples; 96-row blocks of
+  many-row projections (AVX2);
 - batch-row blocks: one row (the streaming matvec), up to 3 and up to 6 rows
   (four-panel blocks), 12-row slivers and their remainders;
 - K blocks of 512 (AVX-512) and panel blocks of 64 (1024 columns), the generic
@@ -120,6 +121,12 @@ def test_batch_row_blocks(isa, dtype, batch, rng):
 def test_input_sizes_around_k_blocks(isa, input_size, rng):
     check(rng, batch=2, steps=3, input_size=input_size, hidden_size=17)
     check(rng, batch=14, steps=2, input_size=input_size, hidden_size=9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_rows_projection_blocks(isa, dtype, rng):
+    # batch x steps = 240 rows in one projection: past the 96-row blocks of the vector-type kernel
+    check(rng, batch=20, steps=12, input_size=21, hidden_size=19, dtype=dtype)
 
 
 @pytest.mark.parametrize("hidden_size", [250, 520])
