@@ -58,6 +58,31 @@ def latency_table(doc) -> list:
     return lines
 
 
+def best_table(doc) -> list:
+    """Fastest call per engine (×ratio on those): on a shared machine the p50 of a long call
+    measures the machine's load as much as the engine; the best call is the engine."""
+    engines = _engines(doc)
+    lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for w in ("W2", "W3", "W4"):
+        unit, scale = UNITS[w]
+        for run in doc["runs"]:
+            n = run["threads"]
+            base = _find(doc, w, BASE, n)
+            cells = []
+            for e in engines:
+                r = _find(doc, w, e, n)
+                if r is None:
+                    cells.append("—")
+                    continue
+                cell = _num(r["min_ns"] / scale)
+                if base is not None and e != BASE:
+                    cell += f" (×{r['min_ns'] / base['min_ns']:.2f})"
+                cells.append(cell)
+            if any(c != "—" for c in cells):
+                lines.append(f"| {w} [{unit}] | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def throughput_table(doc) -> list:
     engines = _engines(doc)
     lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
@@ -161,12 +186,19 @@ def contention_table(doc) -> list:
                     cells.append("—")
                     continue
                 cell = f"{_num(r['p50_ns'] / scale)} / {_num(r['p99_ns'] / scale)} {unit}"
+                one = found.get((s, f"{e} (1 thr)", w))
+                if one is not None:
+                    cell += f", 1 thr ×{one['p50_ns'] / r['p50_ns']:.2f}"
                 if s != "quiet":
                     cell += f" (×{r['p50_ns'] / quiet['p50_ns']:.2f})"
                 cells.append(cell)
             lines.append(f"| {e} | {w} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {s['name']}: {s['what']}" for s in c["scenarios"]]
+    lines.append("- \"1 thr ×\": that scenario's p50 at 1 thread over its p50 at the default (>1: the "
+                 "default is faster)")
+    loads = [f"{r['scenario']} {r['engine']} {r['loadavg']:.1f}" for r in c["results"] if r["workload"] == "W1"]
+    lines.append("- 1-min load average after each: " + ", ".join(loads))
     lines += [f"- error: {e.splitlines()[0]}" for e in c["errors"]]
     return lines
 
@@ -187,6 +219,8 @@ def markdown(doc) -> str:
          "OMP/OPENBLAS/MKL_NUM_THREADS set to the thread count before any import."), "",
         "## Latency: p50 / p99 (×ratio = peer p50 / gru_infer p50; >1 means gru_infer is faster)", "",
         *latency_table(doc), "",
+        "## Best call (×ratio = peer best / gru_infer best)", "",
+        *best_table(doc), "",
         *(["## Throughput", "", *tp, ""] if len(tp) > 2 else []),
         "## Max abs error against the NumPy reference (max over thread counts)", "",
         *accuracy_table(doc), "",

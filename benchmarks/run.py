@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .report import markdown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +81,8 @@ def machine() -> dict:
             "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": sys.executable}
 
 
-def run_worker(threads: int, part: str, workloads: str, quick: bool, nice: int = 0) -> dict:
+def run_worker(threads: int, part: str, workloads: str, quick: bool, nice: int = 0,
+               rounds: int = 1) -> dict:
     """threads 0: each engine's defaults (no thread variables set)."""
     env = dict(os.environ)
     for k in THREAD_ENV:
@@ -91,7 +94,8 @@ def run_worker(threads: int, part: str, workloads: str, quick: bool, nice: int =
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "worker.json"
         cmd = [sys.executable, "-m", "benchmarks.worker", "--threads", str(threads),
-               "--part", part, "--workloads", workloads, "--json", str(out)] + (["--quick"] if quick else [])
+               "--part", part, "--workloads", workloads, "--json", str(out), "--rounds", str(rounds)]
+        cmd += ["--quick"] if quick else []
         if nice:
             cmd = ["nice", "-n", str(nice)] + cmd
         subprocess.run(cmd, env=env, cwd=REPO, check=True)  # progress goes to stderr
@@ -107,10 +111,14 @@ CONTENTION = (
 
 
 def run_contention(workloads: str, quick: bool, cores: int) -> dict:
-    """W1/W2 per engine at its default thread settings, quiet and under two kinds of load."""
+    """W1/W2 per engine at its default thread settings, quiet and under two kinds of load
+    (`quiet` means: no load from this harness; the report records the load average)."""
     from .peers import load_all
 
-    engines = [m.NAME for m in load_all() if m.NAME not in ("numpy_ref",)]
+    # every engine at its defaults (threads 0), and gru_infer at 1 thread too: its default
+    # must be no slower than that under load
+    engines = [(m.NAME, 0) for m in load_all() if m.NAME not in ("numpy_ref",)]
+    engines.insert(1, ("gru_infer", 1))
     doc = {"scenarios": [], "results": [], "errors": []}
     for name, what, nice, loops in CONTENTION:
         n_loops = cores if loops is None else loops
@@ -118,15 +126,16 @@ def run_contention(workloads: str, quick: bool, cores: int) -> dict:
         busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n_loops)]
         try:
             time.sleep(0.5 if busy else 0)
-            for engine in engines:
+            for engine, threads in engines:
+                label = engine if threads == 0 else f"{engine} ({threads} thr)"
                 try:
-                    part = run_worker(0, engine, workloads, quick, nice=nice)
+                    part = run_worker(threads, engine, workloads, quick, nice=nice)
                 except subprocess.CalledProcessError as exc:
-                    doc["errors"].append(f"{name} {engine}: {exc}")
+                    doc["errors"].append(f"{name} {label}: {exc}")
                     continue
                 for r in part["results"]:
                     if "p50_ns" in r:
-                        doc["results"].append({"scenario": name, "engine": engine,
+                        doc["results"].append({"scenario": name, "engine": label,
                                                "workload": r["workload"], "p50_ns": r["p50_ns"],
                                                "p99_ns": r["p99_ns"], "variant": r.get("variant", ""),
                                                "loadavg": part["loadavg_after"][0]})
@@ -138,8 +147,26 @@ def run_contention(workloads: str, quick: bool, cores: int) -> dict:
     return doc
 
 
-def run_thread_count(threads: int, workloads: str, quick: bool) -> dict:
-    """Floors, then each engine, each in a process of its own.
+def merge_round(rows: list, new: list) -> None:
+    """Adds one round's results to the first round's rows: raw times pooled, summary redone."""
+    from .timing import summarize
+
+    for r in new:
+        old = next((o for o in rows if (o["workload"], o["engine"]) == (r["workload"], r["engine"])), None)
+        if old is None or "times_ns" not in old or "times_ns" not in r:
+            continue
+        old["times_ns"] += r["times_ns"]
+        old.update(summarize(np.array(old["times_ns"], np.int64)))
+        if "seq_per_s" in old:
+            old["seq_per_s"] = old["batch"] * 1e9 / old["p50_ns"]
+        if "GFLOPs" in old:
+            old["GFLOPs"] = r["GFLOPs"] * r["p50_ns"] / old["p50_ns"]
+
+
+def run_thread_count(threads: int, workloads: str, quick: bool, rounds: int = 1) -> dict:
+    """Floors, then each engine, each in a process of its own; `rounds` times over, each
+    round a share of the repeats, so every engine is timed across the same stretch of a
+    shared machine's load rather than in one window of its own.
 
     One process per engine, not just per thread count: idle BLAS/OpenMP/ORT
     worker pools keep spinning for a while after a call, and on a machine with
@@ -147,14 +174,24 @@ def run_thread_count(threads: int, workloads: str, quick: bool) -> dict:
     """
     from .peers import load_all
 
-    run = {"threads": threads, "parts": [], "results": [], "sweep": [], "skipped": [], "errors": []}
-    for part in ("floors",) + tuple(m.NAME for m in load_all()):
-        doc = run_worker(threads, part, workloads, quick)
-        run["parts"].append({k: doc[k] for k in ("part", "env", "loadavg_before", "loadavg_after")})
-        for key in ("results", "sweep", "skipped", "errors"):
-            run[key] += doc[key]
-        if part == "floors":
-            run["floors"], run["versions"] = doc["floors"], doc["versions"]
+    run = {"threads": threads, "rounds": rounds, "parts": [], "results": [], "sweep": [],
+           "skipped": [], "errors": []}
+    for round_index in range(rounds):
+        for part in ("floors",) + tuple(m.NAME for m in load_all()):
+            if part == "floors" and round_index:
+                continue
+            doc = run_worker(threads, part, workloads, quick, rounds=rounds)
+            run["parts"].append({k: doc[k] for k in ("part", "env", "loadavg_before", "loadavg_after")})
+            if round_index:
+                merge_round(run["results"], doc["results"])
+                run["errors"] += doc["errors"]
+                continue
+            for key in ("results", "sweep", "skipped", "errors"):
+                run[key] += doc[key]
+            if part == "floors":
+                run["floors"], run["versions"] = doc["floors"], doc["versions"]
+    for r in run["results"]:
+        r.pop("times_ns", None)
     return run
 
 
@@ -165,6 +202,8 @@ def main(argv=None):
                    help="comma-separated subset of " + ",".join(KNOWN) + " (the tiny-model overhead always runs)")
     p.add_argument("--quick", action="store_true", help="few repeats: a fast smoke run, not numbers to quote")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--rounds", type=int, default=1,
+                   help="split each engine's repeats over this many passes through the engines")
     p.add_argument("--contention", action="store_true",
                    help="also W1/W2 at default threads: quiet, niced beside one busy core, every core busy")
     args = p.parse_args(argv)
@@ -180,7 +219,7 @@ def main(argv=None):
            "started": datetime.datetime.now().isoformat(timespec="seconds"),
            "machine": machine(), "thread_counts": threads, "workloads": wanted, "quick": args.quick, "runs": []}
     for n in threads:
-        doc["runs"].append(run_thread_count(n, ",".join(wanted), args.quick))
+        doc["runs"].append(run_thread_count(n, ",".join(wanted), args.quick, args.rounds))
     if args.contention:
         doc["contention"] = run_contention("W1,W2", args.quick, cores)
 

@@ -99,13 +99,16 @@ def check(engine, w: wl.Workload, ref_cache: dict, tolerance: float) -> dict:
 
 
 def timed(engine, w: wl.Workload, repeats: int, warmup: int) -> dict:
+    """Summary of the timed calls, and their raw times (run.py merges rounds from them)."""
     if w.stream:
         xs = wl.make_input(w.spec, w.batch, STREAM_INPUT_STEPS)
         frames = [np.ascontiguousarray(xs[:, t]) for t in range(STREAM_INPUT_STEPS)]
         engine.reset(w.batch)
-        return summarize(time_calls(engine.step, frames, repeats, warmup))
-    x = wl.make_input(w.spec, w.batch, w.steps)
-    return summarize(time_calls(engine.run, [x], repeats, warmup))
+        ns = time_calls(engine.step, frames, repeats, warmup)
+    else:
+        x = wl.make_input(w.spec, w.batch, w.steps)
+        ns = time_calls(engine.run, [x], repeats, warmup)
+    return {**summarize(ns), "times_ns": ns.tolist()}
 
 
 def derived(w: wl.Workload, p50_ns: float) -> dict:
@@ -117,7 +120,7 @@ def derived(w: wl.Workload, p50_ns: float) -> dict:
     return out
 
 
-def run_engine(m, n: int, quick: bool, wanted: list, doc: dict) -> None:
+def run_engine(m, n: int, quick: bool, wanted: list, doc: dict, rounds: int = 1) -> None:
     """Every wanted workload, then the batch sweep, for one engine module."""
     all_w = wl.workloads()
     todo = [all_w[k] for k in ("W1", "W2", "W3", "W4") if k in wanted] + [wl.tiny_workload()]
@@ -125,6 +128,7 @@ def run_engine(m, n: int, quick: bool, wanted: list, doc: dict) -> None:
     built = {}  # one engine per model spec (W1-W3 share model M)
     for w in todo:
         reps, warm = REPEATS[quick][w.key]
+        reps = max(1, -(-reps // rounds))  # this process runs one of `rounds` rounds
         note = ""
         if m.NAME == "numpy_ref" and w.key in REFERENCE_REPEATS[quick]:
             reps, warm = REFERENCE_REPEATS[quick][w.key]
@@ -169,6 +173,7 @@ def main(argv=None):
     p.add_argument("--part", required=True, help="'floors', or an engine NAME from benchmarks.peers")
     p.add_argument("--workloads", default="W1,W2,W3,W4,sweep")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=1, help="this run is one of ROUNDS: 1/ROUNDS of the repeats")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
     n, quick = args.threads, args.quick
@@ -189,7 +194,7 @@ def main(argv=None):
     else:
         m = modules[args.part]
         if m.available():
-            run_engine(m, n, quick, wanted, doc)
+            run_engine(m, n, quick, wanted, doc, args.rounds)
         else:
             doc["skipped"].append({"engine": m.NAME, "reason": m.unavailable_reason()})
     doc["loadavg_after"] = os.getloadavg()

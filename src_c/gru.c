@@ -142,12 +142,20 @@ int gru_isa_select(const char *name)
 /* ---- threads ------------------------------------------------------------------- */
 
 static int max_threads_set; /* 0: the default */
+static int cpus_at_first_use; /* the default, read once (a system call: not on every call) */
 
 void gru_set_max_threads(int n) { max_threads_set = n > 0 ? n : 0; }
 
 int gru_max_threads(void)
 {
-    const int n = max_threads_set ? max_threads_set : gru_cpu_count();
+    int n = max_threads_set;
+    if (!n) {
+        n = __atomic_load_n(&cpus_at_first_use, __ATOMIC_RELAXED);
+        if (!n) {
+            n = gru_cpu_count();
+            __atomic_store_n(&cpus_at_first_use, n, __ATOMIC_RELAXED);
+        }
+    }
     return n < GRU_MAX_TEAM ? n : GRU_MAX_TEAM;
 }
 

@@ -66,7 +66,7 @@ int gru_isa_select(const char *name);
  * from the work (a step too small to share runs on one thread) and from how
  * the machine answers (a thread that is not scheduled in time is left out for
  * a while), at most gru_max_threads(). */
-void gru_set_max_threads(int n); /* n <= 0: back to the default, the CPUs this process may use */
+void gru_set_max_threads(int n); /* n <= 0: back to the default, the CPUs this process may use (at first use) */
 int gru_max_threads(void);
 int gru_has_openmp(void); /* 1 when built with OpenMP (this core uses its own thread pool: 0) */
 

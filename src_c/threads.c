@@ -286,15 +286,19 @@ static int start_workers(int wanted)
  * Adaptive teams are no larger: a thread beyond that would share a core with
  * other work, be preempted, sooner or later while holding a chunk, and stall
  * a step for a scheduler slice.  Sampled at most every CAPACITY_WINDOW_NS by
- * the pool's owner (about 15 us a sample).
+ * the pool's owner (about 15 us a sample); one core until the first, shorter,
+ * window has passed (a process that starts on a busy machine must not hand
+ * its first steps to threads that will be preempted).
  */
 #define CAPACITY_WINDOW_NS 100000000
+#define CAPACITY_FIRST_WINDOW_NS 20000000
 static struct {
     int64_t at;                       /* when the window started, 0: never */
     unsigned long long idle_ticks;    /* machine-wide idle + iowait at `at` */
     int64_t self_ns;                  /* this process's CPU time at `at` */
     double cores;                     /* the estimate from the last full window */
-} capacity = {0, 0, 0, 1e9};
+    int windows;                      /* how many have passed */
+} capacity = {0, 0, 0, 1, 0};
 
 static int read_idle_ticks(unsigned long long *idle)
 {
@@ -327,7 +331,9 @@ static double capacity_cores(void)
 {
     const int64_t now = now_ns();
     unsigned long long idle;
-    if (capacity.at && now - capacity.at < CAPACITY_WINDOW_NS) return capacity.cores;
+    if (capacity.at &&
+        now - capacity.at < (capacity.windows ? CAPACITY_WINDOW_NS : CAPACITY_FIRST_WINDOW_NS))
+        return capacity.cores;
     if (!read_idle_ticks(&idle)) return 1e9;
     {
         const int64_t self = process_cpu_ns();
@@ -335,6 +341,7 @@ static double capacity_cores(void)
             const double window = (double)(now - capacity.at), hz = (double)sysconf(_SC_CLK_TCK);
             const double idle_cores = (double)(idle - capacity.idle_ticks) / hz * 1e9 / window;
             capacity.cores = idle_cores + (double)(self - capacity.self_ns) / window;
+            capacity.windows++;
         }
         capacity.at = now;
         capacity.idle_ticks = idle;
@@ -465,15 +472,19 @@ int gru_cpu_count(void) { return 1; }
  * Adaptive teams are no larger: a thread beyond that would share a core with
  * other work, be preempted, sooner or later while holding a chunk, and stall
  * a step for a scheduler slice.  Sampled at most every CAPACITY_WINDOW_NS by
- * the pool's owner (about 15 us a sample).
+ * the pool's owner (about 15 us a sample); one core until the first, shorter,
+ * window has passed (a process that starts on a busy machine must not hand
+ * its first steps to threads that will be preempted).
  */
 #define CAPACITY_WINDOW_NS 100000000
+#define CAPACITY_FIRST_WINDOW_NS 20000000
 static struct {
     int64_t at;                       /* when the window started, 0: never */
     unsigned long long idle_ticks;    /* machine-wide idle + iowait at `at` */
     int64_t self_ns;                  /* this process's CPU time at `at` */
     double cores;                     /* the estimate from the last full window */
-} capacity = {0, 0, 0, 1e9};
+    int windows;                      /* how many have passed */
+} capacity = {0, 0, 0, 1, 0};
 
 static int read_idle_ticks(unsigned long long *idle)
 {
@@ -506,7 +517,9 @@ static double capacity_cores(void)
 {
     const int64_t now = now_ns();
     unsigned long long idle;
-    if (capacity.at && now - capacity.at < CAPACITY_WINDOW_NS) return capacity.cores;
+    if (capacity.at &&
+        now - capacity.at < (capacity.windows ? CAPACITY_WINDOW_NS : CAPACITY_FIRST_WINDOW_NS))
+        return capacity.cores;
     if (!read_idle_ticks(&idle)) return 1e9;
     {
         const int64_t self = process_cpu_ns();
@@ -514,6 +527,7 @@ static double capacity_cores(void)
             const double window = (double)(now - capacity.at), hz = (double)sysconf(_SC_CLK_TCK);
             const double idle_cores = (double)(idle - capacity.idle_ticks) / hz * 1e9 / window;
             capacity.cores = idle_cores + (double)(self - capacity.self_ns) / window;
+            capacity.windows++;
         }
         capacity.at = now;
         capacity.idle_ticks = idle;
