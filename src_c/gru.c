@@ -452,6 +452,7 @@ typedef struct {
     int s, cur;       /* the step being run; hbuf[cur] holds the state before it */
     int project;      /* this job projects the time chunk's inputs first */
     int phase;        /* GRU_GATES_* */
+    int row_lo, row_hi; /* the batch rows this run covers */
     int unit_chunks, panels_per_chunk, rows_per_chunk, n_chunks;
 } dir_run;
 
@@ -481,9 +482,9 @@ static void carve_workspace(dir_run *run, char *ws, int batch)
 static void chunk_rows(dir_run *run)
 {
     const gru_io *io = run->io;
-    const int B = io->batch, T = io->steps, s0 = run->s0, ns = run->ns;
+    const int T = io->steps, s0 = run->s0, ns = run->ns;
     int b;
-    for (b = 0; b < B; b++) {
+    for (b = run->row_lo; b < run->row_hi; b++) {
         const int len = io->lengths ? (int)io->lengths[b] : T;
         int lo, hi;
         if (ns == T) {
@@ -544,8 +545,8 @@ static void step_chunk(void *arg, int c)
     const int uc = c % run->unit_chunks, rc = c / run->unit_chunks;
     const int p0 = uc * run->panels_per_chunk;
     const int p1 = p0 + run->panels_per_chunk < L->P ? p0 + run->panels_per_chunk : L->P;
-    const int b0 = rc * run->rows_per_chunk;
-    const int b1 = b0 + run->rows_per_chunk < io->batch ? b0 + run->rows_per_chunk : io->batch;
+    const int b0 = run->row_lo + rc * run->rows_per_chunk;
+    const int b1 = b0 + run->rows_per_chunk < run->row_hi ? b0 + run->rows_per_chunk : run->row_hi;
     const int u0 = p0 * L->pw, u1 = p1 * L->pw < L->H ? p1 * L->pw : L->H;
     const int T = io->steps, Hp = L->Hp, G = L->G, ldy = run->L->h->num_directions * L->H;
     const int flags = run->s & 1 ? GRU_MM_DESCENDING : 0;
@@ -615,7 +616,7 @@ static void step_chunk(void *arg, int c)
  * per thread; by batch rows too when units are few. */
 static void split_steps(dir_run *run, int nt)
 {
-    const int P = run->L->P, B = run->io->batch;
+    const int P = run->L->P, B = run->row_hi - run->row_lo;
     int unit_chunks = 1, row_chunks = 1;
     if (nt > 1) {
         const int want = 2 * nt;
@@ -643,9 +644,12 @@ static void run_job(dir_run *run, int phase, int nt)
     run->project = 0;
 }
 
-/* One direction over the whole call; nt: the team to share each step with (1: alone). */
-static void run_direction(dir_run *run, int nt)
+/* One direction over the whole call for batch rows [b0, b1); nt: the team to
+ * share each step with (1: alone).  Works on its own copy of the run's step
+ * state, so row ranges can run side by side. */
+static void run_direction(const dir_run *shared, int b0, int b1, int nt)
 {
+    dir_run run_copy = *shared, *run = &run_copy;
     const layer_view *L = run->L;
     const gru_io *io = run->io;
     const int B = io->batch, T = io->steps, H = L->H, Hp = L->Hp, ldy = L->h->num_directions * H;
@@ -653,8 +657,10 @@ static void run_direction(dir_run *run, int nt)
     char *y = (char *)io->y + (size_t)run->d * H * elem;
     int b, s;
 
+    run->row_lo = b0;
+    run->row_hi = b1;
     /* state rows are Hp apart */
-    for (b = 0; b < B; b++) {
+    for (b = b0; b < b1; b++) {
         char *to = run->hbuf[0] + (size_t)b * Hp * elem;
         if (io->h0)
             memcpy(to, (const char *)io->h0 + ((size_t)run->d * B + b) * H * elem, (size_t)H * elem);
@@ -663,7 +669,7 @@ static void run_direction(dir_run *run, int nt)
     }
     /* steps at or past a row's length are not run and output 0 (PyTorch) */
     if (io->lengths)
-        for (b = 0; b < B; b++) {
+        for (b = b0; b < b1; b++) {
             int t;
             for (t = (int)io->lengths[b]; t < T; t++)
                 memset(y + ((size_t)b * T + t) * ldy * elem, 0, (size_t)H * elem);
@@ -686,15 +692,25 @@ static void run_direction(dir_run *run, int nt)
             run->cur ^= 1;
         }
     }
-    for (b = 0; b < B; b++)
+    for (b = b0; b < b1; b++)
         memcpy((char *)io->h_n + ((size_t)run->d * B + b) * H * elem,
                run->hbuf[run->cur] + (size_t)b * Hp * elem, (size_t)H * elem);
 }
 
-static void run_direction_alone(void *arg, int d)
+/* A team split by batch rows: chunk c runs the whole call for one direction
+ * and one range of rows, alone.  Rows are independent, so nothing meets until
+ * the call ends. */
+typedef struct {
+    const dir_run *runs;
+    int row_chunks, rows_per_chunk, batch;
+} row_split;
+
+static void run_rows_alone(void *arg, int c)
 {
-    dir_run *runs = (dir_run *)arg;
-    run_direction(&runs[d], 1);
+    const row_split *split = (const row_split *)arg;
+    const int d = c / split->row_chunks, b0 = (c % split->row_chunks) * split->rows_per_chunk;
+    const int b1 = b0 + split->rows_per_chunk < split->batch ? b0 + split->rows_per_chunk : split->batch;
+    if (b1 > b0) run_direction(&split->runs[d], b0, b1, 1);
 }
 
 static int valid_io(const gru_io *io, int D)
@@ -713,6 +729,8 @@ static int valid_io(const gru_io *io, int D)
 
 /* A recurrent matrix up to this size stays in one core's L2 between steps. */
 #define L2_BYTES ((size_t)512 << 10)
+/* From this many batch rows a thread, teams split calls by rows, not steps. */
+#define ROW_SPLIT_MIN_ROWS 8
 
 int gru_layer_forward(const void *packed, const gru_io *io, void *workspace, int num_threads)
 {
@@ -782,14 +800,34 @@ int gru_layer_forward(const void *packed, const gru_io *io, void *workspace, int
     flops = 2.0 * B * L.G * (L.H + (T == 1 ? L.I : 0));
     nt = threads_for(num_threads, flops, L.P * B);
     team = gru_team_begin(nt, num_threads == 0);
-    if (D == 2 && team >= 2 && (B >= 4 || (size_t)L.G * L.H * L.elem <= L2_BYTES)) {
+    if (team > 1 && B >= ROW_SPLIT_MIN_ROWS * team) {
+        /* Many rows: each thread runs whole calls for its own rows, with no
+         * step-by-step meeting (a thread preempted mid-call then delays only
+         * its own rows, whose remaining ranges the others take).  Two ranges
+         * a thread when there are rows enough, for that balance; each range
+         * reads all of R every step, which its rows make worth it. */
+        row_split split;
+        const int ranges = B >= 2 * ROW_SPLIT_MIN_ROWS * team ? 2 * team : team;
+        split.runs = runs;
+        split.batch = B;
+        split.rows_per_chunk = (B + ranges - 1) / ranges;
+        split.row_chunks = (B + split.rows_per_chunk - 1) / split.rows_per_chunk;
+        gru_team_run(team, D * split.row_chunks, run_rows_alone, &split);
+    } else if (D == 2 && team >= 2 && (B >= 4 || (size_t)L.G * L.H * L.elem <= L2_BYTES)) {
         /* The directions are independent: one thread each, side by side,
          * rather than the team meeting at every step of each in turn.  Not at
          * small batch with a big R: there, threads sharing one direction keep
          * their part of R in their own L2 from step to step, which wins. */
-        gru_team_run(team, 2, run_direction_alone, runs);
+        row_split split;
+        split.runs = runs;
+        split.batch = B;
+        split.rows_per_chunk = B;
+        split.row_chunks = 1;
+        gru_team_run(team, 2, run_rows_alone, &split);
     } else {
-        for (d = 0; d < D; d++) run_direction(&runs[d], team);
+        /* Few rows: the team shares every step, split by hidden units (each
+         * thread keeps its part of R in its own L2 from step to step). */
+        for (d = 0; d < D; d++) run_direction(&runs[d], 0, B, team);
     }
     gru_team_end(team);
     free(owned);

@@ -10,7 +10,8 @@ that crosses every place where the C core switches path:
 - K blocks of 512 (AVX-512) and panel blocks of 64 (1024 columns), the generic
   kernel's 64-column blocks and its BLAS threshold (16 rows);
 - time chunks (input projections of at most 8 MB), thread teams of 1, 2, 3
-  (steps split by units, or by batch rows too when units are few), both
+  (steps split by units, or by batch rows too when units are few; whole calls split
+  by batch rows from 8 rows a thread), both
   directions side by side, both GRU variants, lengths, masks, initial states.
 """
 
@@ -153,6 +154,18 @@ def test_threads_directions_variants(isa, threads, direction, lbr, rng):
             threads=threads,
             h0=True,
         )
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_calls_split_by_batch_rows(isa, threads, direction, rng):
+    # 8 rows a thread or more: each thread runs whole calls for its own rows (one or two
+    # ranges a thread); with lengths, masks, h0, both variants, and a time chunk boundary
+    for batch in (16, 33, 50):
+        for lbr in (True, False):
+            check(rng, batch=batch, steps=5, input_size=7, hidden_size=21, lbr=lbr,
+                  direction=direction, threads=threads, lengths=batch == 33, mask=batch == 50,
+                  h0=True)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -2,7 +2,8 @@
  * The C core without Python: every kernel set this CPU runs, against a plain
  * double-precision GRU and Dense written here from the equations (DESIGN.md
  * section 1), over both variants, both directions, lengths, masks, h0, thread
- * teams of 1-3 and shapes around the panel widths.  Exit status 0: all agree.
+ * teams of 1-3 (steps shared by units, or calls split by batch rows) and shapes
+ * around the panel widths.  Exit status 0: all agree.
  *
  *   cc -O2 -pthread -Isrc_c tests/c/test_core.c src_c/[a-z]*.c -lm -o /tmp/test_core
  *   aarch64-linux-gnu-gcc -O2 -static -pthread -Isrc_c tests/c/test_core.c src_c/[a-z]*.c -lm \
@@ -176,7 +177,7 @@ static void check_dense(int rows, int n_in, int n_out, gru_activation act, int t
 int main(void)
 {
     static const int hidden[] = {1, 7, 8, 9, 16, 17, 33, 70};
-    static const int batch[] = {1, 2, 5, 7, 13};
+    static const int batch[] = {1, 2, 5, 7, 13, 40};
     unsigned seed = 7;
     int i, n = 0;
     for (i = 0; i < gru_isa_count(); i++) {
