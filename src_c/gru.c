@@ -8,9 +8,11 @@
  *   gx (B x chunk, G) = x W^T + Wb (+ Rb folded)        input projections of a time chunk
  *   per step:  gh (B, G) = h R^T (+ Rb_h in the h block)  recurrent products
  *              gates: z, r, n, h' = (1 - z) n + z h      (isa.h GRU_GATES_*)
- * A step is one job for the thread team, split by hidden units (and by batch
- * rows when units are few); the job that runs a time chunk's first step also
- * projects that chunk's inputs for its units, so a one-step call is one job.
+ * Threads: with 8+ batch rows a thread, each thread runs the whole call for
+ * its own ranges of rows (nothing meets until the end).  With fewer, a step is
+ * one job for the team, split by hidden units (and by batch rows when units
+ * are few); the job that runs a time chunk's first step also projects that
+ * chunk's inputs for its units, so a one-step call is one job.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -713,14 +715,15 @@ static void run_rows_alone(void *arg, int c)
     if (b1 > b0) run_direction(&split->runs[d], b0, b1, 1);
 }
 
-static int valid_io(const gru_io *io, int D)
+/* Guards memory: sizes within the kernels' int indices, pointers where read,
+ * lengths within the steps. */
+static int valid_io(const gru_io *io)
 {
     int b;
     if (!io || io->batch < 0 || io->steps < 0) return 0;
     if ((long)io->batch * io->steps >= INT_MAX / 4) return 0;
     if (io->batch == 0) return 1;
     if (!io->h_n || (io->steps > 0 && (!io->x || !io->y))) return 0;
-    (void)D;
     if (io->lengths)
         for (b = 0; b < io->batch; b++)
             if (io->lengths[b] < 0 || io->lengths[b] > io->steps) return 0;
@@ -745,7 +748,7 @@ int gru_layer_forward(const void *packed, const gru_io *io, void *workspace, int
 
     if (status != GRU_OK) return status;
     D = h->num_directions;
-    if (!valid_io(io, D) || num_threads < 0) return GRU_ERR_BAD_ARG;
+    if (!valid_io(io) || num_threads < 0) return GRU_ERR_BAD_ARG;
     B = io->batch;
     T = io->steps;
     if (B == 0) return GRU_OK;
