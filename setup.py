@@ -1,19 +1,19 @@
-"""Builds gru_infer._core: the C core in src_c/ plus its Cython wrapper.
+"""Builds gru_infer.runtime._core: the C core in src_c/ plus its Cython wrapper.
 
-OpenMP is used when the compiler has it; otherwise the build goes on
-single-threaded and says so.  GRU_INFER_NATIVE=1 adds -march=native (off by
-default: a wheel must run on other x86-64 CPUs; the kernels pick AVX2+FMA at
-run time anyway).  The extension is stripped of debug symbols (1.6 MB -> a
-few hundred KB) unless GRU_INFER_DEBUG=1.
+The core carries one kernel set per instruction set (src_c/isa_*.c); the x86
+ones are compiled with target pragmas inside their own files and chosen at run
+time, so the build itself stays baseline (no -march): a wheel runs on any
+x86-64.  GRU_INFER_NATIVE=1 adds -march=native for local experiments.
+GRU_NO_DISPATCH=1 builds the portable kernel set only (what non-x86 CPUs get).
+Threads come from the core's own pthread pool (no OpenMP: see src_c/README.md).
+The extension is stripped of debug symbols (a few MB -> a few hundred KB)
+unless GRU_INFER_DEBUG=1.
 
 Packaging (what the sdist and wheel carry) is in pyproject.toml and MANIFEST.in.
 """
 
 import os
-import subprocess
 import sys
-import sysconfig
-import tempfile
 
 import setuptools
 
@@ -31,48 +31,32 @@ import numpy as np  # noqa: E402
 from Cython.Build import cythonize  # noqa: E402
 from setuptools import Extension, setup  # noqa: E402
 
-
-def compiler_has_openmp() -> bool:
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "probe.c")
-        with open(path, "w") as f:
-            f.write(source)
-        try:
-            result = subprocess.run(
-                cc.split() + ["-fopenmp", path, "-o", os.path.join(tmp, "probe")],
-                capture_output=True,
-            )
-        except OSError:
-            return False
-        return result.returncode == 0
-
-
 # -fno-trapping-math lets the compiler vectorise the branchless clamps in the
 # activations (we never rely on floating-point exception flags).
-compile_args = ["-O3", "-std=gnu99", "-fno-trapping-math", "-Wall", "-Wextra", "-Wno-unused-function"]
-link_args = []
-if compiler_has_openmp():
-    compile_args.append("-fopenmp")
-    link_args.append("-fopenmp")
-else:
-    print("gru_infer: the C compiler has no OpenMP; building single-threaded", file=sys.stderr)
-    compile_args.append("-Wno-unknown-pragmas")
+compile_args = ["-O3", "-std=gnu99", "-fno-trapping-math", "-pthread", "-Wall", "-Wextra",
+                "-Wno-unused-function"]
+link_args = ["-pthread"]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 if os.environ.get("GRU_INFER_NATIVE") == "1":
     compile_args.append("-march=native")
+if os.environ.get("GRU_NO_DISPATCH") == "1":
+    macros.append(("GRU_NO_DISPATCH", "1"))
 if os.environ.get("GRU_INFER_DEBUG") == "1":
     compile_args.append("-g")
 elif sys.platform.startswith("linux"):
     link_args.append("-Wl,--strip-debug")  # Python's own CFLAGS carry -g
 
+C_SOURCES = ["src_c/gru.c", "src_c/threads.c", "src_c/isa_generic.c", "src_c/isa_avx2.c",
+             "src_c/isa_avx512.c"]
+C_HEADERS = ["src_c/gru.h", "src_c/isa.h", "src_c/threads.h", "src_c/activations.h",
+             "src_c/elementwise_impl.h", "src_c/panel_kernels_impl.h"]
+
 extension = Extension(
     "gru_infer.runtime._core",
-    sources=["src/gru_infer/runtime/_core.pyx", "src_c/gru.c", "src_c/kernels.c"],
+    sources=["src/gru_infer/runtime/_core.pyx"] + C_SOURCES,
     include_dirs=["src_c", np.get_include()],
-    depends=["src_c/gru.h", "src_c/gru_impl.h", "src_c/gru_instances.h", "src_c/kernels.h",
-             "src_c/kernels_impl.h", "src_c/activations.h"],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+    depends=C_HEADERS + ["src/gru_infer/runtime/_core.pxd"],
+    define_macros=macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,
 )

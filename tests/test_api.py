@@ -144,17 +144,17 @@ def test_out_is_checked_for_shape_and_dtype_on_every_step_path():
                 step(x, out=bad)
 
 
-def test_a_build_without_openmp_reports_one_thread(monkeypatch):
+def test_a_build_without_threads_reports_one_thread(monkeypatch):
     from gru_infer import config
     from gru_infer.runtime import _core
 
     gru_infer.set_num_threads(2)
     try:
-        assert gru_infer.get_num_threads() == (2 if _core.has_openmp() else 1)
-        monkeypatch.setattr(_core, "has_openmp", lambda: False)
+        assert gru_infer.get_num_threads() == (2 if _core.has_threads() else 1)
+        monkeypatch.setattr(_core, "has_threads", lambda: False)
         assert gru_infer.get_num_threads() == 1
         info = config.config()
-        assert info["openmp"] is False and info["default_threads"] == 1
+        assert info["threads"] == "none (one thread)" and info["default_threads"] == 1
     finally:
         gru_infer.set_num_threads(None)
 

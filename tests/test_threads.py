@@ -154,10 +154,10 @@ FORK = textwrap.dedent("""
                    rng.standard_normal((384, 128)).astype(np.float32) * 0.1)
     model = gru_infer.Model.sequential([Recurrent("gru", [cell])], input_shape=(None, 64))
     x = np.ones((64, 30, 64), np.float32)
-    y = model(x, num_threads=2)  # the parent runs a team of OpenMP threads
+    y = model(x, num_threads=2)  # the parent runs a team of the core's threads
 
-    def child(_):
-        return gru_infer.get_num_threads(), bool(np.array_equal(model(x, num_threads=2), y))
+    def child(_):  # the pool resets in a fork child and starts its own threads
+        return bool(np.array_equal(model(x, num_threads=2), y))
 
     if __name__ == "__main__":
         with multiprocessing.get_context("fork").Pool(1) as pool:
@@ -166,8 +166,8 @@ FORK = textwrap.dedent("""
 
 
 @linux_only
-def test_a_process_forked_after_the_core_ran_threads_runs_one_thread_and_does_not_hang():
+def test_a_process_forked_after_the_core_ran_threads_runs_threads_and_does_not_hang():
     result = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(1, True)"
+    assert result.stdout.strip() == "True"

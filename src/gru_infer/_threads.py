@@ -6,9 +6,11 @@ num_cpus unless the driver's environment already has it, Dask's nanny sets
 it to 1), the CPU affinity mask (taskset, cgroup cpusets) and a cgroup CPU
 quota (containers, systemd units, Kubernetes pods: the tightest quota on the
 process's own group or any group above it, read once per process).  Never
-more threads than the process may run on.  set_num_threads(n) or a call's
-num_threads=n is taken as given: the caller's hard setting, except in a
-process forked after the core was loaded, which runs one thread (below).
+more threads than the process may run on, and no more than a call's work
+can use (the core decides per call).  set_num_threads(n) or a call's
+num_threads=n is taken as given: the caller's hard setting.  A process forked
+after the core ran threads starts its own (the core's pool resets in a fork
+child).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 
 _default_threads: int | None = None
 
@@ -133,30 +134,10 @@ def environment_threads() -> int:
     return cores
 
 
-# GNU OpenMP's thread pool does not survive fork(): a child forked after the
-# core ran a team of threads hangs in its first parallel region of more than
-# one thread.  Such a child (a multiprocessing worker under the "fork" start
-# method) runs the core on one thread, whatever it asks for; one thread per
-# worker process is the right policy there anyway.  Workers started with
-# spawn or forkserver (Dask, Ray, Python 3.14's default) are not affected.
-_forked_after_core = False
-
-
-def _after_fork_in_child() -> None:
-    global _forked_after_core
-    if "gru_infer.runtime._core" in sys.modules:
-        _forked_after_core = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def get_num_threads() -> int:
-    """Threads the core uses by default: set_num_threads' value, else the
-    environment's; 1 in a process forked after the core was loaded."""
-    if _forked_after_core:
-        return 1
+    """The most threads a call runs on by default: set_num_threads' value,
+    else the environment's (a call's work may need fewer: the core then takes
+    fewer)."""
     return _default_threads if _default_threads is not None else environment_threads()
 
 
@@ -171,13 +152,17 @@ def _check(n, what: str) -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Set the default thread count for every layer; None goes back to the environment's."""
+    """Set the thread count for every call that names none (exact, as a call's
+    num_threads is); None goes back to the default: the core chooses from the
+    work, up to the environment's count."""
     global _default_threads
     _default_threads = None if n is None else _check(n, "num_threads")
 
 
-def resolve_num_threads(n: int | None) -> int:
+def resolve_num_threads(n: int | None) -> int | None:
+    """A call's thread count: n, else set_num_threads' value (both exact), else
+    None: the core chooses from the work and how the machine answers, up to
+    the environment's count."""
     if n is None:
-        return get_num_threads()
-    n = _check(n, "num_threads")
-    return 1 if _forked_after_core else n
+        return _default_threads
+    return _check(n, "num_threads")

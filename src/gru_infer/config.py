@@ -8,27 +8,28 @@ import sys
 from typing import IO, Any, Dict, Optional
 
 
-def _core_has_openmp() -> bool:
-    """False for a compiled core built without OpenMP (it runs one thread);
-    True otherwise, and where the core cannot load (nothing runs there)."""
+def _core_has_threads() -> bool:
+    """False for a compiled core built without its thread pool (it runs one
+    thread); True otherwise, and where the core cannot load (nothing runs there)."""
     try:
         from .runtime import _core
     except ImportError:
         return True
-    return bool(_core.has_openmp())
+    return bool(_core.has_threads())
 
 
 def get_num_threads() -> int:
-    """Threads a call runs on by default: set_num_threads' value, else the
-    environment's (OMP_NUM_THREADS, the CPU affinity mask, a cgroup quota);
-    always 1 in a build without OpenMP.  Loads the compiled core."""
+    """The most threads a call runs on by default: set_num_threads' value,
+    else the environment's (OMP_NUM_THREADS, the CPU affinity mask, a cgroup
+    quota); always 1 in a build without threads.  Loads the compiled core."""
     from . import _threads
 
-    return _threads.get_num_threads() if _core_has_openmp() else 1
+    return _threads.get_num_threads() if _core_has_threads() else 1
 
 
 def config() -> Dict[str, Any]:
-    """The build and machine facts: version, kernels, OpenMP, threads."""
+    """The build and machine facts: version, kernels, OpenMP (off: the core has
+    its own thread pool, see src_c/README.md), threads."""
     from ._threads import available_cores
     from ._version import __version__
 
@@ -43,7 +44,8 @@ def config() -> Dict[str, Any]:
     info.update(core="loaded", kernel=_core.isa_current(),
                 kernels=[name for name, ok in _core.isa_list() if ok],
                 kernels_compiled=[name for name, _ in _core.isa_list()],
-                openmp=_core.has_openmp())
+                openmp=_core.has_openmp(),
+                threads="own pool (pthreads)" if _core.has_threads() else "none (one thread)")
     return info
 
 

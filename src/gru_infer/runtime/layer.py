@@ -110,7 +110,7 @@ class GRU:
         _runtime()
         from . import _core
 
-        isa = _core.isa_current()
+        isa = _core.ISA_EPOCH  # weights are packed again after a kernel-set switch
         packed = self._packed.get(isa)
         if packed is None:
             with self._lock:
@@ -162,7 +162,7 @@ class GRU:
                                      f"{mask.dtype}")
             _check_shape(mask, (batch, steps), "mask", "(batch, time)")
             mask = np.ascontiguousarray(mask != 0, dtype=np.uint8)
-        threads = resolve_num_threads(num_threads if num_threads is not None else self.num_threads)
+        threads = resolve_num_threads(num_threads if num_threads is not None else self.num_threads) or 0
         y = np.empty((batch, steps, D * H), self.dtype)
         h_n = np.empty((D, batch, H), self.dtype)
         workspace = _scratch_buffer(packed.workspace_bytes(batch, steps, threads))

@@ -165,7 +165,7 @@ class Model:
         cache = getattr(self._local, "programs", None)
         if cache is None:
             cache = self._local.programs = OrderedDict()
-        key = (tuple(shapes.items()), num_threads)
+        key = (tuple(shapes.items()), num_threads, _runtime()._core.ISA_EPOCH)
         found = cache.get(key)
         if found is not None:
             cache.move_to_end(key)
