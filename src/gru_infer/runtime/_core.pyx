@@ -878,6 +878,22 @@ cdef class Program:
             t[i] = (end.tv_sec - start.tv_sec) * 1e9 + (end.tv_nsec - start.tv_nsec)
         return times
 
+    def call_exact(self, x):
+        """Outputs (copies) for x when it is exactly what the one input buffer
+        holds (type, dtype, shape, C order), with no per-call options set; else
+        None and the caller takes the checked path.  No lock: a program
+        belongs to one thread (Model keeps programs per thread)."""
+        cdef cnp.ndarray buffer = <cnp.ndarray>self.inputs[0]
+        if not (type(x) is np.ndarray and (<cnp.ndarray>x).dtype is buffer.dtype
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                and (<object>x).shape == (<object>buffer).shape):
+            return None
+        memcpy(data(buffer), data(<cnp.ndarray>x), buffer.nbytes)
+        self.run()
+        if len(self.outputs) == 1:
+            return (<cnp.ndarray>self.outputs[0]).copy()
+        return [(<cnp.ndarray>o).copy() for o in self.outputs]
+
     def set_flags(self, bint use_lengths, object use_h0=None):
         """Per call: whether GRU ops read the lengths buffer, and their h0
         buffers (use_h0: one flag per GRU op, or None to leave them)."""

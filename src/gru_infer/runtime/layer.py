@@ -11,6 +11,7 @@ from .._threads import resolve_num_threads
 from ..errors import InputError, InputTypeError
 from ..spec import activations as _acts
 from ..spec.layers import GRUCell
+from .model import _runtime, check_lengths
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -102,14 +103,13 @@ class GRU:
                                linear_before_reset=self.linear_before_reset, activations=acts)
                        for d in range(D)]
         self._packed = {}
+        self._core_module = None
         self._lock = threading.Lock()
 
     def _core(self):
-        from ..runtime.model import _runtime
-
-        _runtime()
-        from . import _core
-
+        _core = self._core_module
+        if _core is None:
+            _core = self._core_module = _runtime()._core
         isa = _core.ISA_EPOCH  # weights are packed again after a kernel-set switch
         packed = self._packed.get(isa)
         if packed is None:
@@ -142,8 +142,6 @@ class GRU:
         mask: (batch, time) booleans, Keras masking (True = a valid step; the
         state is carried over masked steps).  num_threads: this call's thread
         count (default: the layer's, else gru_infer.get_num_threads())."""
-        from .model import check_lengths
-
         packed = self._core()
         x = _float_array(x, "x", self.dtype)
         _check_shape(x, (None, None, self.input_size), "x", "(batch, time, input_size)")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
+from .. import _threads
 from .._threads import resolve_num_threads
 from ..errors import CoreUnavailableError, InputError, InputTypeError
 from ..spec import file as spec_file
@@ -221,10 +222,22 @@ class Model:
         return_state=True also returns the final states, one (directions,
         batch, units) array per GRU layer, in layer order.
         """
+        plain = len(xs) == 1 and initial_states is None and lengths is None and not return_state
+        if plain:  # the same kind of call as the last one on this thread: checks done
+            fast = getattr(self._local, "fast", None)
+            if fast is not None and fast[0] == (num_threads, _threads._default_threads,
+                                                fast[2].ISA_EPOCH):
+                result = fast[1].call_exact(xs[0])
+                if result is not None:
+                    return result
         inputs = self.check_inputs(xs)
         threads = resolve_num_threads(num_threads)
         shapes = {name: x.shape for name, x in inputs.items()}
         compiled = self._program(shapes, threads)
+        if plain and len(inputs) == 1 and not self.time_major:
+            core = _runtime()._core
+            self._local.fast = ((num_threads, _threads._default_threads, core.ISA_EPOCH),
+                                compiled.program, core)
         batch, steps = next(iter(shapes.values()))[:2]
         use_h0 = self._fill_initial_states(compiled, initial_states, batch)
         for name, x in inputs.items():
