@@ -230,6 +230,8 @@ class Model:
                 result = fast[1].call_exact(xs[0])
                 if result is not None:
                     return result
+        else:  # this call sets per-call flags on a program the fast path may share
+            self._local.fast = None
         inputs = self.check_inputs(xs)
         threads = resolve_num_threads(num_threads)
         shapes = {name: x.shape for name, x in inputs.items()}
