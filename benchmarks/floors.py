@@ -7,6 +7,14 @@ memory; large batches are bounded by GEMM peak.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from scipy.linalg import blas
 
@@ -59,3 +67,43 @@ def bare_layer_call(spec, repeats: int) -> dict:
     h = np.zeros((1, 1, l.hidden_size), np.float32)
     s = summarize(time_calls(lambda a: layer(a, initial_state=h), [x], repeats, warmup=repeats // 10))
     return {"bare_step_p50_us": s["p50_ns"] / 1e3, "bare_step_p99_us": s["p99_ns"] / 1e3}
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=1)
+def _c_bench() -> str | None:
+    """benchmarks/c/kernel_bench.c built against src_c/ (None without a C compiler)."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        return None
+    out = os.path.join(tempfile.mkdtemp(prefix="gru_infer_bench_"), "kernel_bench")
+    sources = [str(REPO / "benchmarks/c/kernel_bench.c")] + sorted(
+        str(p) for p in (REPO / "src_c").glob("*.c"))
+    cmd = [cc, "-O3", "-std=gnu99", "-fno-trapping-math", "-pthread", f"-I{REPO / 'src_c'}",
+           *sources, "-lm", "-o", out]
+    if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
+        return None
+    return out
+
+
+def _run_c_bench(arg: str) -> dict:
+    exe = _c_bench()
+    if exe is None:
+        return {}
+    done = subprocess.run([exe, arg], capture_output=True, text=True, check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def fma_peak() -> dict:
+    """GFLOP/s of register-only FMA loops at AVX-512 and AVX2 width, one thread (the compute
+    ceiling of large batches; on Zen 4 both widths give the same FLOPs per cycle)."""
+    return _run_c_bench("--peak")
+
+
+def core_step_time(spec, repeats: int) -> dict:
+    """One streamed step timed inside C (gru_layer_forward at batch 1, one thread): the core's
+    share of the tiny workload, without Python; and model M's two GRU layers."""
+    del spec, repeats  # the C driver builds its own I=H=8 layer and repeats
+    return _run_c_bench("--step")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")  # no display on benchmark machines
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .report import BASE, ORDER, UNITS, _engines, _find  # noqa: E402
+from .report import BASE, ORDER, UNITS, _engines, _find
 
 
 def plot(doc, path):

@@ -58,6 +58,31 @@ def latency_table(doc) -> list:
     return lines
 
 
+def best_table(doc) -> list:
+    """Fastest call per engine (×ratio on those): on a shared machine the p50 of a long call
+    measures the machine's load as much as the engine; the best call is the engine."""
+    engines = _engines(doc)
+    lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
+    for w in ("W2", "W3", "W4"):
+        unit, scale = UNITS[w]
+        for run in doc["runs"]:
+            n = run["threads"]
+            base = _find(doc, w, BASE, n)
+            cells = []
+            for e in engines:
+                r = _find(doc, w, e, n)
+                if r is None:
+                    cells.append("—")
+                    continue
+                cell = _num(r["min_ns"] / scale)
+                if base is not None and e != BASE:
+                    cell += f" (×{r['min_ns'] / base['min_ns']:.2f})"
+                cells.append(cell)
+            if any(c != "—" for c in cells):
+                lines.append(f"| {w} [{unit}] | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def throughput_table(doc) -> list:
     engines = _engines(doc)
     lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
@@ -65,13 +90,16 @@ def throughput_table(doc) -> list:
         for run in doc["runs"]:
             n = run["threads"]
             peak = run["floors"]["sgemm_GFLOPs"]
+            f = run["floors"]
+            fma = max(f.get("fma_peak_avx512_GFLOPs", 0), f.get("fma_peak_avx2_GFLOPs", 0)) * n
             cells = []
             for e in engines:
                 r = _find(doc, w, e, n)
                 if r is None or key not in r:
                     cells.append("—")
                 elif w == "W4":
-                    cells.append(f"{r[key]:.1f} ({100 * r[key] / peak:.0f}% of sgemm)")
+                    of_fma = f", {100 * r[key] / fma:.0f}% of FMA peak" if fma else ""
+                    cells.append(f"{r[key]:.1f} ({100 * r[key] / peak:.0f}% of sgemm{of_fma})")
                 else:
                     cells.append(f"{r[key]:,.0f}")
             if any(c != "—" for c in cells):
@@ -101,16 +129,20 @@ def accuracy_table(doc) -> list:
 
 
 def floors_table(doc) -> list:
-    lines = ["| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s "
-             "| bare gru_infer.GRU step, tiny: p50 / p99 |",
-             "|---|---|---|---|---|"]
+    lines = [("| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s | FMA peak, 1 core: AVX-512 / AVX2 "
+              "| bare gru_infer.GRU step, tiny: p50 / p99 | one step inside C (1 thr): tiny / M gru1 / M gru2 |"),
+             "|---|---|---|---|---|---|---|"]
     for run in doc["runs"]:
         f = run["floors"]
+        peak = (f"{f['fma_peak_avx512_GFLOPs']:.0f} / {f['fma_peak_avx2_GFLOPs']:.0f}"
+                if "fma_peak_avx512_GFLOPs" in f else "—")
+        c_step = (f"{f['c_step_tiny_us']:.2f} / {f['c_step_M_gru1_us']:.1f} / {f['c_step_M_gru2_us']:.1f} µs "
+                  f"({f['isa']})" if "c_step_tiny_us" in f else "—")
         lines.append(
             f"| {run['threads']} | {f['sum_p50_us']:.1f} µs ({f['sum_GBps']:.1f} GB/s) "
             f"| {f['sgemv_p50_us']:.1f} µs ({f['sgemv_GBps']:.1f} GB/s) "
-            f"| {f['sgemm_GFLOPs']:.1f} (n={f['sgemm_n']}) "
-            f"| {f['bare_step_p50_us']:.2f} / {f['bare_step_p99_us']:.2f} µs |")
+            f"| {f['sgemm_GFLOPs']:.1f} (n={f['sgemm_n']}) | {peak} "
+            f"| {f['bare_step_p50_us']:.2f} / {f['bare_step_p99_us']:.2f} µs | {c_step} |")
     return lines
 
 
@@ -129,6 +161,48 @@ def sweep_table(doc) -> list:
     return lines
 
 
+def contention_table(doc) -> list:
+    c = doc.get("contention")
+    if not c or not c["results"]:
+        return []
+    scenarios = [s["name"] for s in c["scenarios"]]
+    found = {(r["scenario"], r["engine"], r["workload"]): r for r in c["results"]}
+    engines = []
+    for r in c["results"]:
+        if r["engine"] not in engines:
+            engines.append(r["engine"])
+    lines = ["| engine | workload | " + " | ".join(f"{s}: p50 / p99 (×quiet p50)" for s in scenarios) + " |",
+             "|---|---|" + "---|" * len(scenarios)]
+    for e in engines:
+        for w in ("W1", "W2", "tiny"):
+            quiet = found.get(("quiet", e, w))
+            if quiet is None:
+                continue
+            unit, scale = UNITS[w]
+            cells = []
+            for s in scenarios:
+                r = found.get((s, e, w))
+                if r is None:
+                    cells.append("—")
+                    continue
+                cell = f"{_num(r['p50_ns'] / scale)} / {_num(r['p99_ns'] / scale)} {unit}"
+                one = found.get((s, f"{e} (1 thr)", w))
+                if one is not None:
+                    cell += f", 1 thr ×{one['p50_ns'] / r['p50_ns']:.2f}"
+                if s != "quiet":
+                    cell += f" (×{r['p50_ns'] / quiet['p50_ns']:.2f})"
+                cells.append(cell)
+            lines.append(f"| {e} | {w} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {s['name']}: {s['what']}" for s in c["scenarios"]]
+    lines.append("- \"1 thr ×\": that scenario's p50 at 1 thread over its p50 at the default (>1: the "
+                 "default is faster)")
+    loads = [f"{r['scenario']} {r['engine']} {r['loadavg']:.1f}" for r in c["results"] if r["workload"] == "W1"]
+    lines.append("- 1-min load average after each: " + ", ".join(loads))
+    lines += [f"- error: {e.splitlines()[0]}" for e in c["errors"]]
+    return lines
+
+
 def markdown(doc) -> str:
     m = doc["machine"]
     v = doc["runs"][0]["versions"] if doc["runs"] else {}
@@ -137,19 +211,25 @@ def markdown(doc) -> str:
     out = [
         "# gru_infer latency benchmark", "",
         f"`{doc['command']}` — {doc['started']}", "",
-        f"CPU: {m['cpu']} ({m['cores']} cores visible); "
+        f"CPU: {m['cpu']} ({m['cores']} cores visible; {m.get('cpu_details', '')}); "
         + ", ".join(f"{k} {val}" for k, val in v.items() if k in
-                    ("python", "numpy", "scipy", "gru_infer", "gru_infer_kernel", "torch", "onnxruntime")), "",
-        "Every (thread count, engine) pair and the floors ran in a fresh process with "
-        "OMP/OPENBLAS/MKL_NUM_THREADS set to the thread count before any import.", "",
+                    ("python", "numpy", "scipy", "gru_infer", "gru_infer_kernel", "torch", "onnxruntime",
+                     "openvino")), "",
+        ("Every (thread count, engine) pair and the floors ran in a fresh process with "
+         "OMP/OPENBLAS/MKL_NUM_THREADS set to the thread count before any import."), "",
         "## Latency: p50 / p99 (×ratio = peer p50 / gru_infer p50; >1 means gru_infer is faster)", "",
         *latency_table(doc), "",
+        "## Best call (×ratio = peer best / gru_infer best)", "",
+        *best_table(doc), "",
         *(["## Throughput", "", *tp, ""] if len(tp) > 2 else []),
         "## Max abs error against the NumPy reference (max over thread counts)", "",
         *accuracy_table(doc), "",
         f"## Floors (weight read: all {weight_mb:.2f} MB of model M's float32 weights, once)", "",
         *floors_table(doc), "",
     ]
+    contention = contention_table(doc)
+    if contention:
+        out += ["## Contention: W1 and W2 at each engine's default thread settings", "", *contention, ""]
     sweep = sweep_table(doc)
     if sweep:
         out += ["## Batch sweep: sequences/s, model M, T=100", "", *sweep, ""]

@@ -48,15 +48,16 @@ def versions(engine_modules) -> dict:
     import scipy
 
     import gru_infer
-    from gru_infer.runtime import _core
+    from gru_infer import _core
 
     v = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
          "gru_infer": getattr(gru_infer, "__version__", "?"), "gru_infer_kernel": _core.isa_current(),
-         "gru_infer_openmp": _core.has_openmp()}
+         "gru_infer_kernels_built": ",".join(n for n, _ in _core.isa_list()),
+         "gru_infer_max_threads": _core.max_threads()}
     try:
         v["numpy_blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    except Exception:
-        pass
+    except (TypeError, KeyError, AttributeError):  # older NumPy: no dict form
+        v["numpy_blas"] = "?"
     names = {m.NAME for m in engine_modules if m.available()}
     if "torch" in names:
         import torch
@@ -69,10 +70,14 @@ def versions(engine_modules) -> dict:
 
         v["onnxruntime"] = onnxruntime.__version__
         v["onnx"] = onnx.__version__
+    if "openvino_f32" in names:
+        import openvino
+
+        v["openvino"] = openvino.__version__
     return v
 
 
-def check(engine, w: wl.Workload, ref_cache: dict) -> dict:
+def check(engine, w: wl.Workload, ref_cache: dict, tolerance: float) -> dict:
     """Max abs error of the engine's output against the NumPy reference."""
     if w.stream:
         steps = CHECK_STEPS[w.key]
@@ -89,17 +94,21 @@ def check(engine, w: wl.Workload, ref_cache: dict) -> dict:
     if w.key not in ref_cache:
         ref_cache[w.key] = wl.reference_forward(w.spec, x)[0]
     err = float(np.abs(y - ref_cache[w.key]).max())
-    return {"max_abs_err": err, "check_rows": rows, "check_steps": steps, "mismatch": err > MISMATCH_TOL}
+    return {"max_abs_err": err, "check_rows": rows, "check_steps": steps, "tolerance": tolerance,
+            "mismatch": err > tolerance}
 
 
 def timed(engine, w: wl.Workload, repeats: int, warmup: int) -> dict:
+    """Summary of the timed calls, and their raw times (run.py merges rounds from them)."""
     if w.stream:
         xs = wl.make_input(w.spec, w.batch, STREAM_INPUT_STEPS)
         frames = [np.ascontiguousarray(xs[:, t]) for t in range(STREAM_INPUT_STEPS)]
         engine.reset(w.batch)
-        return summarize(time_calls(engine.step, frames, repeats, warmup))
-    x = wl.make_input(w.spec, w.batch, w.steps)
-    return summarize(time_calls(engine.run, [x], repeats, warmup))
+        ns = time_calls(engine.step, frames, repeats, warmup)
+    else:
+        x = wl.make_input(w.spec, w.batch, w.steps)
+        ns = time_calls(engine.run, [x], repeats, warmup)
+    return {**summarize(ns), "times_ns": ns.tolist()}
 
 
 def derived(w: wl.Workload, p50_ns: float) -> dict:
@@ -111,7 +120,7 @@ def derived(w: wl.Workload, p50_ns: float) -> dict:
     return out
 
 
-def run_engine(m, n: int, quick: bool, wanted: list, doc: dict) -> None:
+def run_engine(m, n: int, quick: bool, wanted: list, doc: dict, rounds: int = 1) -> None:
     """Every wanted workload, then the batch sweep, for one engine module."""
     all_w = wl.workloads()
     todo = [all_w[k] for k in ("W1", "W2", "W3", "W4") if k in wanted] + [wl.tiny_workload()]
@@ -119,6 +128,7 @@ def run_engine(m, n: int, quick: bool, wanted: list, doc: dict) -> None:
     built = {}  # one engine per model spec (W1-W3 share model M)
     for w in todo:
         reps, warm = REPEATS[quick][w.key]
+        reps = max(1, -(-reps // rounds))  # this process runs one of `rounds` rounds
         note = ""
         if m.NAME == "numpy_ref" and w.key in REFERENCE_REPEATS[quick]:
             reps, warm = REFERENCE_REPEATS[quick][w.key]
@@ -131,10 +141,10 @@ def run_engine(m, n: int, quick: bool, wanted: list, doc: dict) -> None:
                 built[w.spec.name] = m.build(w.spec, n)
             engine = built[w.spec.name]
             row["variant"] = getattr(engine, "variant", "")
-            row.update(check(engine, w, ref_cache))
+            row.update(check(engine, w, ref_cache, getattr(m, "TOLERANCE", None) or MISMATCH_TOL))
             row.update(timed(engine, w, reps, warm))
             row.update(derived(w, row["p50_ns"]))
-        except Exception:
+        except Exception:  # noqa: BLE001 (an engine's failure is reported, the run goes on)
             row["error"] = traceback.format_exc(limit=3)
             doc["errors"].append(f"{w.key} {m.NAME}: {row['error']}")
             log(row["error"])
@@ -153,16 +163,17 @@ def run_engine(m, n: int, quick: bool, wanted: list, doc: dict) -> None:
                 log(f"[{n} thr] sweep {m.NAME} B={b} x{reps}")
                 doc["sweep"].append({"engine": m.NAME, "batch": b, "steps": 100, **s,
                                      "seq_per_s": b * 1e9 / s["p50_ns"]})
-        except Exception:
+        except Exception:  # noqa: BLE001 (reported, the run goes on)
             doc["errors"].append(f"sweep {m.NAME}: {traceback.format_exc(limit=3)}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True, help="0: each engine's default")
     p.add_argument("--part", required=True, help="'floors', or an engine NAME from benchmarks.peers")
     p.add_argument("--workloads", default="W1,W2,W3,W4,sweep")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=1, help="this run is one of ROUNDS: 1/ROUNDS of the repeats")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
     n, quick = args.threads, args.quick
@@ -176,12 +187,14 @@ def main(argv=None):
         log(f"[{n} thr] floors")
         doc["floors"] = {**floors.weight_read_floor(wl.model_m().num_weights, 300 if quick else 3000),
                          **floors.sgemm_gflops(1024 if quick else 2048, 3 if quick else 7),
-                         **floors.bare_layer_call(wl.tiny_layer(), 500 if quick else 5000)}
+                         **floors.fma_peak(),
+                         **floors.bare_layer_call(wl.tiny_layer(), 500 if quick else 5000),
+                         **floors.core_step_time(wl.tiny_layer(), 2000 if quick else 20000)}
         doc["versions"] = versions(modules.values())  # after the floors: imports torch/ORT
     else:
         m = modules[args.part]
         if m.available():
-            run_engine(m, n, quick, wanted, doc)
+            run_engine(m, n, quick, wanted, doc, args.rounds)
         else:
             doc["skipped"].append({"engine": m.NAME, "reason": m.unavailable_reason()})
     doc["loadavg_after"] = os.getloadavg()

@@ -9,7 +9,6 @@ spec into its own framework, so all engines compute the same function.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -36,9 +35,9 @@ class ModelSpec:
     """Stacked forward GRU layers (return sequences), then an optional Dense+sigmoid per step."""
 
     name: str
-    layers: Tuple[GRUWeights, ...]
-    dense_W: Optional[np.ndarray] = None  # (O, H_last); None: the model's output is the last GRU's y
-    dense_b: Optional[np.ndarray] = None  # (O,)
+    layers: tuple[GRUWeights, ...]
+    dense_W: np.ndarray | None = None  # (O, H_last); None: the model's output is the last GRU's y
+    dense_b: np.ndarray | None = None  # (O,)
 
     @property
     def input_size(self) -> int:

@@ -1,8 +1,7 @@
 /*
- * Activations applied in place over a segment of a gate row.  The switch sits
- * outside the loops so each loop is a plain element-wise pass that the
- * compiler vectorises (8 floats a step in the AVX2 build).
- * Included by the template with REAL, GRU_NAME, GRU_EXP, GRU_TANH, GRU_FABS.
+ * Scalar float32 exp and tanh written without libm calls, so that loops over
+ * them vectorise in every ISA file that includes this (16 floats a step in the
+ * AVX-512 build).
  */
 #ifndef GRU_INFER_VECTOR_MATH
 #define GRU_INFER_VECTOR_MATH
@@ -49,37 +48,3 @@ static inline float gru_tanhf(float x)
     return a < 0.625f ? small : large;
 }
 #endif
-
-static inline REAL GRU_NAME(clip01)(REAL v)
-{
-    return v < 0 ? 0 : (v > 1 ? 1 : v);
-}
-
-static void GRU_NAME(apply_activation)(gru_activation act, REAL *v, int n)
-{
-    int i;
-    switch (act) {
-    case GRU_ACT_SIGMOID:
-        for (i = 0; i < n; i++) v[i] = 1 / (1 + GRU_EXP(-v[i]));
-        break;
-    case GRU_ACT_HARD_SIGMOID_KERAS2:
-        for (i = 0; i < n; i++) v[i] = GRU_NAME(clip01)((REAL)0.2 * v[i] + (REAL)0.5);
-        break;
-    case GRU_ACT_HARD_SIGMOID_KERAS3:
-        for (i = 0; i < n; i++) v[i] = GRU_NAME(clip01)(v[i] / 6 + (REAL)0.5);
-        break;
-    case GRU_ACT_TANH:
-        for (i = 0; i < n; i++) v[i] = GRU_TANH(v[i]);
-        break;
-    case GRU_ACT_RELU:
-        /* v < 0 ? 0 : v keeps NaN as NaN */
-        for (i = 0; i < n; i++) v[i] = v[i] < 0 ? 0 : v[i];
-        break;
-    case GRU_ACT_SOFTSIGN:
-        for (i = 0; i < n; i++) v[i] = v[i] / (1 + GRU_FABS(v[i]));
-        break;
-    case GRU_ACT_LINEAR:
-    default:
-        break;
-    }
-}

@@ -326,3 +326,19 @@ def test_masked_chains_step_through_the_plan_like_the_general_path(kind, rng):
             planned.step(np.array([1, 9]))
         with pytest.raises(TypeError, match="integer token ids"):
             planned.step(np.array([1.5, 2.0]))
+
+
+def test_plain_calls_after_calls_with_lengths_and_states(rng):
+    """The fast path for repeated plain calls must not keep a previous call's
+    lengths or initial states."""
+    model = seed_like_model(rng)
+    x = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    plain = model(x)
+    np.testing.assert_array_equal(model(x), plain)
+    with_lengths = model(x, lengths=[2, 5])
+    assert not np.allclose(with_lengths, plain)
+    np.testing.assert_array_equal(model(x), plain)
+    h0 = [rng.standard_normal((1, 2, 9)).astype(np.float32), None]
+    model(x, initial_states={"gru": h0[0]})
+    np.testing.assert_array_equal(model(x), plain)
+    np.testing.assert_array_equal(model(x.astype(np.float64)), plain)  # another dtype: checked path

@@ -421,8 +421,7 @@ def _call_once(model):
             xs.append(np.full(shape, 0.5, spec_input.dtype))
     if model.time_major:
         xs = [x.swapaxes(0, 1) for x in xs]
-    # one thread: the child is forked, and libgomp's pool does not survive a fork
-    # when the parent ran threads (tests/test_fork.py)
+    # one thread: what is fuzzed is the reader, not the thread pool (tests/test_fork.py)
     model(*xs, num_threads=1)
 
 

@@ -35,7 +35,7 @@ class Engine:
     def __init__(self, spec, threads):
         import gru_infer
 
-        gru_infer.set_num_threads(threads)
+        gru_infer.set_num_threads(threads or None)  # 0: the default (the core chooses)
         self.model = build_model(spec)
         self.stream = None
         self.out = None

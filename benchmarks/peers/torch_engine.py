@@ -26,7 +26,8 @@ class Engine:
     def __init__(self, spec, threads):
         import torch
 
-        torch.set_num_threads(threads)
+        if threads > 0:
+            torch.set_num_threads(threads)
         try:
             torch.set_num_interop_threads(1)  # one op at a time, like the other engines
         except RuntimeError:

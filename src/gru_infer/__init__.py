@@ -13,7 +13,28 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "20000"
 
-__version__ = "0.2.0"
+from ._version import __version__
+
+# Type checkers see the public names as they are (the runtime loads them on
+# first use, below).  A local constant, not typing's: importing typing costs time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `name as name`: re-exported
+    from ._threads import set_num_threads as set_num_threads
+    from .api import convert as convert
+    from .api import from_torch as from_torch
+    from .api import load as load
+    from .config import get_num_threads as get_num_threads
+    from .config import show_config as show_config
+    from .errors import ConversionError as ConversionError
+    from .errors import CoreUnavailableError as CoreUnavailableError
+    from .errors import FormatError as FormatError
+    from .errors import GruInferError as GruInferError
+    from .errors import GruInferWarning as GruInferWarning
+    from .errors import InputError as InputError
+    from .runtime.layer import GRU as GRU
+    from .runtime.model import Model as Model
+    from .runtime.model import Stream as Stream
+    from .spec.graph import ModelSpec as ModelSpec
 
 _EXPORTS = {
     "GRU": "runtime.layer",
@@ -23,7 +44,7 @@ _EXPORTS = {
     "load": "api",
     "from_torch": "api",
     "show_config": "config",
-    "get_num_threads": "_threads",
+    "get_num_threads": "config",
     "set_num_threads": "_threads",
     "GruInferError": "errors",
     "FormatError": "errors",

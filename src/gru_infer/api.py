@@ -5,6 +5,7 @@ module knows both.)"""
 from __future__ import annotations
 
 import os
+from typing import Any, Dict, Union
 
 from .converters import convert_to_spec, detect_format
 from .converters._files import read_head
@@ -12,8 +13,21 @@ from .errors import FormatError
 from .runtime.model import Model
 from .spec import file as spec_file
 
+PathLike = Union[str, "os.PathLike[str]"]
 
-def convert(src, *, config=None, **options) -> Model:
+
+def _check_path(value, what: str) -> None:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} takes a file path (str or os.PathLike), got "
+                        f"{type(value).__name__}: to read a checkpoint held in memory, write "
+                        "it to a file first (tempfile.NamedTemporaryFile)")
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{what} takes a file path (str or os.PathLike), got "
+                        f"{type(value).__name__}")
+
+
+def convert(src: PathLike, *, config: Union[PathLike, Dict[str, Any], None] = None,
+            **options: Any) -> Model:
     """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config; a
     TF SavedModel folder; a TF checkpoint + config),
     PyTorch (.pt state dict, checkpoint or whole module; a state dict saved as
@@ -21,14 +35,14 @@ def convert(src, *, config=None, **options) -> Model:
     Keras weights-only file or TF checkpoint (a path, JSON text or a dict; by
     default the .json beside it).  options: what a PyTorch state dict cannot say (see
     gru_infer.converters.torch.convert_state_dict)."""
+    _check_path(src, "convert")
     return Model(convert_to_spec(src, config=config, **options))
 
 
-def load(path) -> Model:
+def load(path: PathLike) -> Model:
     """A Model from a gru_infer weight file (written by Model.save or
     gru-infer convert)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"load takes a file path (str or os.PathLike), got {type(path).__name__}")
+    _check_path(path, "load")
     kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
     what = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
             "tf_checkpoint": "a TensorFlow checkpoint", "onnx": "an ONNX model",
@@ -45,7 +59,7 @@ def load(path) -> Model:
     return Model(spec_file.load(path))
 
 
-def from_torch(module, example_input=None, **options) -> Model:
+def from_torch(module: Any, example_input: Any = None, **options: Any) -> Model:
     """A Model from a live torch.nn.Module, without saving it first.  With
     example_input (a tensor, or a tuple of forward()'s arguments) torch.export
     traces forward(), so what it computes is known, not guessed; without it

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ._threads import available_cores
+from .config import get_num_threads
 from .spec.layers import Embedding
 
 
@@ -52,8 +52,12 @@ def _time(call, seconds, min_repeats=5, max_repeats=200_000):
 
 
 class _Progress:
+    """`[3/9] label` rewritten in place; only on a terminal (in a file or a
+    pipe the carriage returns would be noise)."""
+
     def __init__(self, total, out):
-        self.total, self.done, self.out = total, 0, out
+        is_terminal = out is not None and getattr(out, "isatty", lambda: False)()
+        self.total, self.done, self.out = total, 0, out if is_terminal else None
 
     def __call__(self, label):
         self.done += 1
@@ -67,10 +71,17 @@ class _Progress:
             self.out.flush()
 
 
+_STANDARD = object()  # sys.stdout / sys.stderr as they are at the call, not at import
+
+
 def bench_model(model, *, threads=None, batch_sizes=None, steps=100, seconds=1.0, seed=0,
-                out=sys.stdout, progress=sys.stderr) -> dict:
-    """Measure model; print a table to out; return the figures."""
-    threads = _parse_ints(threads, sorted({1, available_cores()}))
+                out=_STANDARD, progress=_STANDARD) -> dict:
+    """Measure model; print a table to out (default: standard output; None:
+    print nothing); return the figures.  progress: where a progress line goes
+    while measuring (default: standard error), shown only on a terminal."""
+    out = sys.stdout if out is _STANDARD else out
+    progress = sys.stderr if progress is _STANDARD else progress
+    threads = _parse_ints(threads, sorted({1, get_num_threads()}))
     batch_sizes = _parse_ints(batch_sizes, [1, 8, 64])
     rng = np.random.default_rng(seed)
     streamable = all(len(r.cells) == 1 and not r.go_backwards for r in model.recurrent_layers)
@@ -124,11 +135,25 @@ def format_results(results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_model_file(path, *, threads=None, batch_sizes=None, steps=100, seconds=1.0) -> dict:
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def bench_model_file(path, *, threads=None, batch_sizes=None, steps=100, seconds=1.0,
+                     as_json=False) -> dict:
+    """gru-infer bench: a heading and the table, or (as_json) the figures as JSON."""
+    import json
+
     from .api import convert
 
     model = convert(path)
-    print(f"{path}: {len(model.layers)} layers, {model.parameter_count:,} parameters; "
-          f"sequences of {steps} steps; {seconds:g} s per measurement")
-    return bench_model(model, threads=threads, batch_sizes=batch_sizes, steps=steps,
-                       seconds=seconds)
+    if not as_json:
+        print(f"{path}: {_count(len(model.layers), 'layer')}, "
+              f"{_count(model.parameter_count, 'parameter')}; sequences of "
+              f"{_count(steps, 'step')}; {seconds:g} s per measurement")
+    results = bench_model(model, threads=threads, batch_sizes=batch_sizes, steps=steps,
+                          seconds=seconds, out=None if as_json else _STANDARD)
+    if as_json:
+        print(json.dumps({"file": str(path), "layers": len(model.layers),
+                          "parameters": model.parameter_count, **results}, indent=2))
+    return results

@@ -242,8 +242,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed for the example signals")
     parser.add_argument("--count", type=int, default=8, help="examples in the table")
     args = parser.parse_args(argv)
-    run_demo(seed=args.seed, count=args.count)
-    return 0
+    from gru_infer._console import run_command  # `| head` ends it quietly
+
+    def body() -> int:
+        run_demo(seed=args.seed, count=args.count)
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

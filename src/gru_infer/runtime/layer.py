@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -11,6 +11,10 @@ from .._threads import resolve_num_threads
 from ..errors import InputError, InputTypeError
 from ..spec import activations as _acts
 from ..spec.layers import GRUCell
+from .model import _runtime, check_lengths
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 GRU_DIRECTIONS = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}
 
@@ -53,9 +57,10 @@ class GRU:
     x (batch, time, I), y (batch, time, D*H), h_n (D, batch, H).
     """
 
-    def __init__(self, W, R, B=None, *, linear_before_reset: bool = True,
-                 direction: str = "forward", activations: Sequence[str] = ("sigmoid", "tanh"),
-                 hard_sigmoid: str = "keras3", num_threads: Optional[int] = None):
+    def __init__(self, W: "ArrayLike", R: "ArrayLike", B: Optional["ArrayLike"] = None, *,
+                 linear_before_reset: bool = True, direction: str = "forward",
+                 activations: Sequence[str] = ("sigmoid", "tanh"), hard_sigmoid: str = "keras3",
+                 num_threads: Optional[int] = None) -> None:
         if direction not in GRU_DIRECTIONS:
             raise InputError(f"direction must be one of {list(GRU_DIRECTIONS)}, got {direction!r}")
         if hard_sigmoid not in _acts.HARD_SIGMOID_VERSIONS:
@@ -98,15 +103,14 @@ class GRU:
                                linear_before_reset=self.linear_before_reset, activations=acts)
                        for d in range(D)]
         self._packed = {}
+        self._core_module = None
         self._lock = threading.Lock()
 
     def _core(self):
-        from ..runtime.model import _runtime
-
-        _runtime()
-        from . import _core
-
-        isa = _core.isa_current()
+        _core = self._core_module
+        if _core is None:
+            _core = self._core_module = _runtime()._core
+        isa = _core.ISA_EPOCH  # weights are packed again after a kernel-set switch
         packed = self._packed.get(isa)
         if packed is None:
             with self._lock:
@@ -120,6 +124,7 @@ class GRU:
 
     @property
     def output_size(self) -> int:
+        """Features of y: num_directions * hidden_size."""
         return self.num_directions * self.hidden_size
 
     def __repr__(self) -> str:
@@ -127,10 +132,16 @@ class GRU:
                 f"direction={self.direction!r}, linear_before_reset={self.linear_before_reset}, "
                 f"activations={self.activations}, dtype={self.dtype})")
 
-    def __call__(self, x, initial_state=None, lengths=None, mask=None, *, num_threads=None):
-        """y (batch, time, D*H), h_n (D, batch, H) for x (batch, time, input_size)."""
-        from .model import check_lengths
+    def __call__(self, x: "ArrayLike", initial_state: Optional["ArrayLike"] = None,
+                 lengths: Optional["ArrayLike"] = None, mask: Optional["ArrayLike"] = None, *,
+                 num_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """y (batch, time, D*H), h_n (D, batch, H) for x (batch, time, input_size).
 
+        initial_state: (D, batch, H), zeros by default.  lengths: (batch,)
+        PyTorch packed-sequence lengths (outputs past a row's length are 0).
+        mask: (batch, time) booleans, Keras masking (True = a valid step; the
+        state is carried over masked steps).  num_threads: this call's thread
+        count (default: the layer's, else gru_infer.get_num_threads())."""
         packed = self._core()
         x = _float_array(x, "x", self.dtype)
         _check_shape(x, (None, None, self.input_size), "x", "(batch, time, input_size)")
@@ -149,7 +160,7 @@ class GRU:
                                      f"{mask.dtype}")
             _check_shape(mask, (batch, steps), "mask", "(batch, time)")
             mask = np.ascontiguousarray(mask != 0, dtype=np.uint8)
-        threads = resolve_num_threads(num_threads if num_threads is not None else self.num_threads)
+        threads = resolve_num_threads(num_threads if num_threads is not None else self.num_threads) or 0
         y = np.empty((batch, steps, D * H), self.dtype)
         h_n = np.empty((D, batch, H), self.dtype)
         workspace = _scratch_buffer(packed.workspace_bytes(batch, steps, threads))

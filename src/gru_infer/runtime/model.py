@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import _threads
 from .._threads import resolve_num_threads
 from ..errors import CoreUnavailableError, InputError, InputTypeError
 from ..spec import file as spec_file
 from ..spec.graph import INPUT, Input, ModelSpec, Node, sequential
 from ..spec.layers import Recurrent
+
+if TYPE_CHECKING:
+    import os
+
+    from numpy.typing import ArrayLike
+
+    from ..spec.layers import Layer
 
 PROGRAMS_PER_THREAD = 8  # call shapes kept compiled per thread (least recently used go)
 
@@ -68,57 +76,72 @@ class Model:
     # -- inspection ---------------------------------------------------------------------
 
     @property
-    def layers(self) -> list:
+    def layers(self) -> List["Layer"]:
+        """The layer specs (plain data: weights and configuration), in graph order."""
         return self.spec.layers
 
     @property
     def nodes(self) -> tuple:
+        """The graph: one Node per layer, naming the values it reads."""
         return self.spec.nodes
 
     @property
     def outputs(self) -> tuple:
+        """The model's outputs as (layer name, output index) pairs, in call-result order."""
         return self.spec.outputs
 
     @property
-    def recurrent_layers(self) -> list:
+    def recurrent_layers(self) -> List["Layer"]:
+        """The GRU layers, in the order of initial_states and returned states."""
         return self.spec.recurrent_layers
 
-    def layer(self, name: str):
+    def layer(self, name: str) -> "Layer":
+        """The layer spec called name (KeyError listing the names if none is)."""
         return self.spec.layer(name)
 
     @property
     def inputs(self) -> tuple:
+        """The model's inputs: Input(name, per-row shape, dtype) each."""
         return self.spec.inputs
 
     @property
     def input_shape(self) -> tuple:
+        """The first input's per-row shape: (time, features), None where any size goes."""
         return self.spec.inputs[0].shape
 
     @property
     def input_dtype(self) -> np.dtype:
+        """The first input's dtype: float features, or integer token ids."""
         return np.dtype(self.spec.inputs[0].dtype)
 
     @property
     def input_name(self) -> str:
+        """The first input's name (the key for inputs given by name)."""
         return self.spec.inputs[0].name
 
     @property
     def time_major(self) -> bool:
+        """True when inputs and outputs are (time, batch, ...) (PyTorch batch_first=False)."""
         return self.spec.time_major
 
     @property
     def source(self) -> dict:
+        """Where the model came from: framework, version, format, file, forward."""
         return self.spec.source
 
     @property
     def dtype(self) -> np.dtype:
+        """The compute dtype: float64 when any layer's weights are float64, else float32."""
         return self.spec.dtype
 
     @property
     def parameter_count(self) -> int:
+        """The number of weights in all layers."""
         return self.spec.parameter_count
 
     def summary(self) -> str:
+        """An aligned table of the layers (kind, inputs, output shape, parameters),
+        then the model's inputs, outputs and source (what `gru-infer info` shows)."""
         from ..spec.summary import summary
 
         return summary(self.spec)
@@ -143,7 +166,7 @@ class Model:
         cache = getattr(self._local, "programs", None)
         if cache is None:
             cache = self._local.programs = OrderedDict()
-        key = (tuple(shapes.items()), num_threads)
+        key = (tuple(shapes.items()), num_threads, _runtime()._core.ISA_EPOCH)
         found = cache.get(key)
         if found is not None:
             cache.move_to_end(key)
@@ -183,8 +206,10 @@ class Model:
                              f"{ {k: v.shape for k, v in out.items()} }")
         return out
 
-    def __call__(self, *xs, initial_states=None, lengths=None, return_state: bool = False,
-                 num_threads: Optional[int] = None):
+    def __call__(self, *xs: Union["ArrayLike", Dict[str, "ArrayLike"]], initial_states: Any = None,
+                 lengths: Optional["ArrayLike"] = None, return_state: bool = False,
+                 num_threads: Optional[int] = None
+                 ) -> Union[np.ndarray, List[np.ndarray], Tuple[Any, List[np.ndarray]]]:
         """Outputs for whole sequences.
 
         xs: one array per model input ((batch, time, features) floats, or
@@ -197,10 +222,24 @@ class Model:
         return_state=True also returns the final states, one (directions,
         batch, units) array per GRU layer, in layer order.
         """
+        plain = len(xs) == 1 and initial_states is None and lengths is None and not return_state
+        if plain:  # the same kind of call as the last one on this thread: checks done
+            fast = getattr(self._local, "fast", None)
+            if fast is not None and fast[0] == (num_threads, _threads._default_threads,
+                                                fast[2].ISA_EPOCH):
+                result = fast[1].call_exact(xs[0])
+                if result is not None:
+                    return result
+        else:  # this call sets per-call flags on a program the fast path may share
+            self._local.fast = None
         inputs = self.check_inputs(xs)
         threads = resolve_num_threads(num_threads)
         shapes = {name: x.shape for name, x in inputs.items()}
         compiled = self._program(shapes, threads)
+        if plain and len(inputs) == 1 and not self.time_major:
+            core = _runtime()._core
+            self._local.fast = ((num_threads, _threads._default_threads, core.ISA_EPOCH),
+                                compiled.program, core)
         batch, steps = next(iter(shapes.values()))[:2]
         use_h0 = self._fill_initial_states(compiled, initial_states, batch)
         for name, x in inputs.items():
@@ -216,6 +255,25 @@ class Model:
         return result
 
     predict = __call__
+
+    def predict_ragged(self, seqs, *, batch_size: int = 64, strategy: str = "auto",
+                       padded: bool = False, num_threads: Optional[int] = None):
+        """Outputs for sequences of different lengths, each as if run alone.
+
+        seqs: a list (or 1-D object array) of (time_i, features) arrays, or
+        (time_i,) token ids; read-only and strided arrays are fine.  Returns
+        one array per sequence, in the given order: (time_i, ...) for a
+        sequence output, (...) for a last-step output or a state; a list of
+        such lists for a model with several outputs.  padded=True returns
+        (outputs, lengths) instead, each output one zero-padded array
+        (sequences, max time, ...).  strategy: "lengths" pads each batch and
+        passes lengths=, "bucket" batches only equal lengths, "auto" takes
+        "lengths" where it is exact for this model (see runtime/ragged.py).
+        """
+        from .ragged import predict_ragged
+
+        return predict_ragged(self, seqs, batch_size=batch_size, strategy=strategy,
+                              padded=padded, num_threads=num_threads)
 
     def _from_batch_first(self, output: np.ndarray) -> np.ndarray:
         if self.time_major and output.ndim >= 3:
@@ -288,7 +346,7 @@ class Model:
 
     # -- files --------------------------------------------------------------------------
 
-    def save(self, path) -> None:
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write the model to one safetensors file (weights + description), atomically."""
         spec_file.save(self.spec, path)
 
@@ -382,7 +440,7 @@ class Stream:
     across.
     """
 
-    def __init__(self, model: Model, batch_size: int = 1, *, num_threads=None):
+    def __init__(self, model: Model, batch_size: int = 1, *, num_threads: Optional[int] = None):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
         shapes = model.spec.shapes()
@@ -436,7 +494,9 @@ class Stream:
     # -- state -----------------------------------------------------------------------
 
     @property
-    def state(self) -> list:
+    def state(self) -> List[np.ndarray]:
+        """The current states, one (directions, batch, units) copy per GRU layer;
+        assign a list of such arrays to set them."""
         with self._lock:
             return [self._layer_state(layer) for layer in self.model.recurrent_layers]
 
@@ -444,7 +504,7 @@ class Stream:
         return self._states[(layer.name, 0)].copy()
 
     @state.setter
-    def state(self, states) -> None:
+    def state(self, states: Sequence["ArrayLike"]) -> None:
         states = list(states)
         layers = self.model.recurrent_layers
         if len(states) != len(layers):
@@ -462,7 +522,7 @@ class Stream:
             for layer, value in zip(layers, values):
                 self._states[(layer.name, 0)][...] = value
 
-    def reset(self, rows=None) -> None:
+    def reset(self, rows: Optional["ArrayLike"] = None) -> None:
         """Zero the state of every row, or of the given rows (ints or a bool mask)."""
         with self._lock:
             for state in self._states.values():
@@ -492,7 +552,7 @@ class Stream:
                              f"got {np.shape(x_t)}")
         return np.ascontiguousarray(x, buffer.dtype)
 
-    def run(self, x_chunk, *more):
+    def run(self, x_chunk: "ArrayLike", *more: "ArrayLike") -> Union[np.ndarray, List[np.ndarray]]:
         """Outputs for a chunk (batch, time, ...) per input; states move to its end."""
         inputs = self.model.check_inputs((x_chunk,) + more)
         first = next(iter(inputs.values()))
@@ -507,7 +567,8 @@ class Stream:
             outputs = [self.model._from_batch_first(np.array(o)) for o in compiled.outputs]
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def step(self, x_t, *more, out=None):
+    def step(self, x_t: "ArrayLike", *more: "ArrayLike", out: Any = None
+             ) -> Union[np.ndarray, List[np.ndarray]]:
         """Outputs for one timestep: x_t (batch, features) or (batch,) token ids
         per input.  out: an array (or a list, one per output) to write into."""
         chunk = [np.asarray(x)[None] if self.model.time_major else np.asarray(x)[:, None]

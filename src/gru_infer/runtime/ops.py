@@ -129,7 +129,7 @@ def build_dense(layer: Dense, inputs: list, b) -> list:
     out = np.empty(x.buffer.shape[:-1] + (layer.units,), b.dtype)
     code = _core_code(layer.activation)
     dense = b.packed_dense(layer, code if code is not None else _core.activation_code("linear"))
-    b.add(_core.DenseOp(dense, x.buffer, out))
+    b.add(_core.DenseOp(dense, x.buffer, out, b.num_threads))
     if code is None:
         b.add(numpy_activation(layer.activation, out))
     return [Value(out, x.mask)]

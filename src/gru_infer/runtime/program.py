@@ -13,11 +13,16 @@ from typing import Optional
 
 import numpy as np
 
+from .._threads import environment_threads
 from ..spec.graph import ModelSpec
 from ..spec.layers import Recurrent
 from . import _core
 from .ops import BUILDERS
 from .values import Value
+
+# The core's default team is at most what this process may run on, as the
+# environment says it (OMP_NUM_THREADS from Ray/Dask, affinity, cgroup quota).
+_core.set_max_threads(environment_threads())
 
 
 class Weights:
@@ -46,10 +51,10 @@ class Weights:
             return _core.PackedGRU(self.dtype, [(c.W, c.R, c.B, r) for c, r in zip(cells, reverse)],
                                    cell.linear_before_reset, cell.activations[0],
                                    cell.activations[1])
-        return self._get(("gru", layer.name, engine, _core.isa_current()), make)
+        return self._get(("gru", layer.name, engine, _core.ISA_EPOCH), make)
 
     def dense(self, layer, code: int):
-        return self._get(("dense", layer.name, code),
+        return self._get(("dense", layer.name, code, _core.ISA_EPOCH),
                          lambda: _core.PackedDense(self.dtype, layer.kernel, layer.bias, code))
 
     def cast(self, array: np.ndarray) -> np.ndarray:
@@ -60,10 +65,11 @@ class Weights:
 class Builder:
     """What the op builders (ops.py) share while one program is built."""
 
-    def __init__(self, weights: Weights, batch: int, num_threads: int, states: Optional[dict]):
+    def __init__(self, weights: Weights, batch: int, num_threads: Optional[int],
+                 states: Optional[dict]):
         self.weights = weights
         self.dtype = weights.dtype
-        self.num_threads = num_threads
+        self.num_threads = num_threads or 0  # 0: the core chooses from the work
         self.states = states
         self.lengths = np.zeros(batch, np.int64)
         self.ops: list = []

@@ -1,0 +1,112 @@
+/*
+ * The kernel table: what one instruction set (ISA) gives the core.
+ *
+ * Each isa_*.c file defines one `const gru_isa gru_isa_<name>` and owns the
+ * packed layout of its weights (gru_weight_format: panel width, bytes, pack,
+ * product).  gru.c lists the tables, picks one, and writes the time loop,
+ * threading and packed-buffer headers once, for all of them.  See README.md
+ * for how to add an ISA.
+ */
+#ifndef GRU_INFER_ISA_H
+#define GRU_INFER_ISA_H
+
+#include <stddef.h>
+
+#include "gru.h"
+
+/* x86-64 ISA files are compiled beside the portable one and chosen at run
+ * time; -DGRU_NO_DISPATCH (or another CPU or compiler) builds the portable one only. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GRU_NO_DISPATCH)
+#define GRU_X86_DISPATCH 1
+#else
+#define GRU_X86_DISPATCH 0
+#endif
+
+/* Weight formats: the compute dtype and the storage precision together. */
+enum { GRU_FORMAT_F32 = 0, GRU_FORMAT_F64 = 1, GRU_FORMAT_BF16 = 2, GRU_FORMAT_INT8 = 3,
+       GRU_FORMAT_COUNT = 4 };
+
+/* matmul flags */
+#define GRU_MM_DESCENDING 1 /* visit panels from the last down: same result, other cache order */
+
+/*
+ * y[b, j] = bias[j] + sum_k x[b, k] * W[j, k]   for rows b < rows, columns j in [c0, min(c1, n_valid))
+ *
+ * w: a packed (N, K) matrix (N a multiple of the panel width); c0, c1
+ * multiples of the panel width; y and bias indexed by absolute column j
+ * (bias NULL: none; bias holds at least c1 values); x and y in the compute
+ * dtype, rows apart by ldx and ldy elements.  Columns at or past n_valid are
+ * never written.
+ */
+typedef void (*gru_matmul_fn)(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,
+                              const void *x, long ldx, void *y, long ldy, const void *bias,
+                              int flags);
+
+typedef struct gru_weight_format gru_weight_format;
+struct gru_weight_format {
+    int panel; /* output columns per packed panel; 0: this ISA has no kernels for the format */
+    /* bytes of one packed (N, K) matrix, N a multiple of panel */
+    size_t (*matrix_bytes)(const gru_weight_format *fmt, int N, int K);
+    /* Packs `blocks` blocks of n rows each, every block padded with zero rows
+     * to round_up(n, panel): packed row j*round_up(n, panel) + i is source row
+     * j*n + i, whose element k is src[(j*n + i)*ld_n + k*ld_k] (compute dtype). */
+    void (*pack)(const gru_weight_format *fmt, void *dst, const void *src, long ld_n, long ld_k,
+                 int blocks, int n, int K);
+    gru_matmul_fn matmul;
+};
+
+/* One batch row's gate pass over units [u0, u1).  gx and gh hold three gate
+ * blocks (z, r, h) Hp apart; every bias that is only added is in gx, and
+ * Rb_h is in gh's h block (linear-before-reset). */
+typedef struct {
+    gru_activation gate_act, cand_act;
+    long Hp;
+    const void *gx; /* input projections */
+    void *gh;       /* recurrent products; GRU_GATES_RESET leaves z, r in it */
+    const void *h;  /* state before the step */
+    void *h_next;   /* state after */
+    void *y;        /* output row (a copy of h_next) */
+    void *rh;       /* r * h (reset-before) */
+    int u0, u1;
+} gru_gate_row;
+
+enum {
+    GRU_GATES_LBR = 0,   /* linear-before-reset: n = phi(gx_h + r * gh_h); h' = (1-z) n + z h */
+    GRU_GATES_RESET = 1, /* reset-before, first half: z, r; rh = r * h */
+    GRU_GATES_FINISH = 2 /* reset-before, second half: n = phi(gx_h + gh_h) with gh_h = R_h rh; h' */
+};
+
+typedef struct {
+    /* act over (rows, cols) in place; softmax / log_softmax over each row */
+    void (*activation)(gru_activation act, void *values, long rows, long cols);
+    void (*gates)(int phase, const gru_gate_row *row);
+} gru_elementwise;
+
+typedef struct {
+    const char *name;
+    int (*supported)(void);                      /* this CPU and OS run it */
+    gru_weight_format format[GRU_FORMAT_COUNT];  /* by GRU_FORMAT_* */
+    gru_elementwise elementwise[2];              /* by gru_dtype */
+} gru_isa;
+
+/* The panel-major layout most SIMD sets use: panel p is (K, panel), row k of
+ * it holding W[p*panel + i, k] for i < panel.  Shared by ISA files. */
+size_t gru_panel_major_bytes_f32(const gru_weight_format *fmt, int N, int K);
+size_t gru_panel_major_bytes_f64(const gru_weight_format *fmt, int N, int K);
+void gru_panel_major_pack_f32(const gru_weight_format *fmt, void *dst, const void *src, long ld_n,
+                              long ld_k, int blocks, int n, int K);
+void gru_panel_major_pack_f64(const gru_weight_format *fmt, void *dst, const void *src, long ld_n,
+                              long ld_k, int blocks, int n, int K);
+
+/* The BLAS table (gru_set_blas), for kernel sets that use it. */
+extern gru_sgemm_fn gru_blas_sgemm;
+extern gru_dgemm_fn gru_blas_dgemm;
+extern int gru_projection_path;
+
+extern const gru_isa gru_isa_generic;
+#if GRU_X86_DISPATCH
+extern const gru_isa gru_isa_avx2;
+extern const gru_isa gru_isa_avx512;
+#endif
+
+#endif

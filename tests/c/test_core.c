@@ -1,0 +1,202 @@
+/*
+ * The C core without Python: every kernel set this CPU runs, against a plain
+ * double-precision GRU and Dense written here from the equations (DESIGN.md
+ * section 1), over both variants, both directions, lengths, masks, h0, thread
+ * teams of 1-3 (steps shared by units, or calls split by batch rows) and shapes
+ * around the panel widths.  Exit status 0: all agree.
+ *
+ *   cc -O2 -pthread -Isrc_c tests/c/test_core.c src_c/[a-z]*.c -lm -o /tmp/test_core
+ *   aarch64-linux-gnu-gcc -O2 -static -pthread -Isrc_c tests/c/test_core.c src_c/[a-z]*.c -lm \
+ *       -o /tmp/test_core_arm && qemu-aarch64 /tmp/test_core_arm
+ * (tests/test_kernels.py builds and runs both when the tools are there)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gru.h"
+
+static int failures;
+
+static double rnd(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return ((*s >> 8) & 0xffff) / 32768.0 - 1.0;
+}
+
+static double sig(double v) { return 1 / (1 + exp(-v)); }
+
+/* the reference: one row and one step at a time, canonical weights (gates z, r, h) */
+static void reference(int B, int T, int I, int H, int D, int lbr, const float *W, const float *R,
+                      const float *Bias, const float *x, const float *h0, const long long *len,
+                      const unsigned char *mask, double *y, double *h_n)
+{
+    int d, b, s, u, k;
+    double *h = malloc(sizeof(double) * H), *hn = malloc(sizeof(double) * H), *rh = malloc(sizeof(double) * H);
+    memset(y, 0, sizeof(double) * B * T * D * H);
+    for (d = 0; d < D; d++)
+        for (b = 0; b < B; b++) {
+            const float *w = W + (size_t)d * 3 * H * I, *r = R + (size_t)d * 3 * H * H;
+            const float *wb = Bias + (size_t)d * 6 * H, *rb = wb + 3 * H;
+            const int L = len ? (int)len[b] : T;
+            double *prev = NULL;
+            for (u = 0; u < H; u++) h[u] = h0 ? h0[((size_t)d * B + b) * H + u] : 0;
+            for (s = 0; s < L; s++) {
+                const int t = d ? L - 1 - s : s;
+                const float *xt = x + ((size_t)b * T + t) * I;
+                double *yt = y + ((size_t)b * T + t) * D * H + d * H;
+                if (mask && !mask[b * T + t]) {
+                    for (u = 0; u < H; u++) yt[u] = prev ? prev[u] : 0;
+                    prev = yt;
+                    continue;
+                }
+                for (u = 0; u < H; u++) {
+                    double az = wb[u] + rb[u], ar = wb[H + u] + rb[H + u];
+                    for (k = 0; k < I; k++) az += w[u * I + k] * xt[k], ar += w[(H + u) * I + k] * xt[k];
+                    for (k = 0; k < H; k++) az += r[u * H + k] * h[k], ar += r[(H + u) * H + k] * h[k];
+                    hn[u] = sig(az);          /* z for now */
+                    rh[u] = sig(ar);          /* r for now */
+                }
+                for (u = 0; u < H; u++) {
+                    double xn = wb[2 * H + u], hh = 0;
+                    for (k = 0; k < I; k++) xn += w[(2 * H + u) * I + k] * xt[k];
+                    if (lbr) {
+                        hh = rb[2 * H + u];
+                        for (k = 0; k < H; k++) hh += r[(2 * H + u) * H + k] * h[k];
+                        hh *= rh[u];
+                    } else {
+                        hh = rb[2 * H + u];
+                        for (k = 0; k < H; k++) hh += r[(2 * H + u) * H + k] * rh[k] * h[k];
+                    }
+                    yt[u] = (1 - hn[u]) * tanh(xn + hh) + hn[u] * h[u];
+                }
+                for (u = 0; u < H; u++) h[u] = yt[u];
+                prev = yt;
+            }
+            for (u = 0; u < H; u++) h_n[((size_t)d * B + b) * H + u] = h[u];
+        }
+    free(h);
+    free(hn);
+    free(rh);
+}
+
+static void check_gru(int B, int T, int I, int H, int D, int lbr, int use_len, int use_mask,
+                      int threads, unsigned seed)
+{
+    const size_t nw = (size_t)D * 3 * H * I, nr = (size_t)D * 3 * H * H, nb = (size_t)D * 6 * H;
+    float *W = malloc(4 * nw), *R = malloc(4 * nr), *Bi = malloc(4 * nb), *x = malloc(4 * (size_t)B * T * I);
+    float *h0 = malloc(4 * (size_t)D * B * H), *y = malloc(4 * (size_t)B * T * D * H + 4), *hn = malloc(4 * (size_t)D * B * H);
+    double *yr = malloc(8 * (size_t)B * T * D * H + 8), *hr = malloc(8 * (size_t)D * B * H);
+    long long *len = malloc(sizeof(long long) * B);
+    int64_t *len64 = malloc(sizeof(int64_t) * B);
+    unsigned char *mask = malloc((size_t)B * T + 1);
+    const void *w[2], *r[2], *bb[2];
+    gru_layer_desc desc = {GRU_FLOAT32, GRU_PRECISION_NATIVE, I, H, D, lbr, GRU_ACT_SIGMOID, GRU_ACT_TANH, {0, 1}};
+    gru_io io;
+    size_t bytes, i;
+    void *packed;
+    double err = 0;
+    int d, status;
+    for (i = 0; i < nw; i++) W[i] = (float)(rnd(&seed) / sqrt(I));
+    for (i = 0; i < nr; i++) R[i] = (float)(rnd(&seed) / sqrt(H));
+    for (i = 0; i < nb; i++) Bi[i] = (float)(0.5 * rnd(&seed));
+    for (i = 0; i < (size_t)B * T * I; i++) x[i] = (float)rnd(&seed);
+    for (i = 0; i < (size_t)D * B * H; i++) h0[i] = (float)rnd(&seed);
+    for (i = 0; i < (size_t)B; i++) len64[i] = len[i] = i == 0 ? T : (long long)(seed = seed * 69069u + 1, (seed >> 8) % (T + 1));
+    for (i = 0; i < (size_t)B * T; i++) mask[i] = (seed = seed * 69069u + 1, (seed >> 8) % 10) >= 3;
+    for (d = 0; d < D; d++) {
+        w[d] = W + (size_t)d * 3 * H * I;
+        r[d] = R + (size_t)d * 3 * H * H;
+        bb[d] = Bi + (size_t)d * 6 * H;
+    }
+    bytes = gru_layer_packed_bytes(&desc);
+    packed = malloc(bytes);
+    if (!bytes || gru_layer_pack(&desc, w, r, bb, packed, bytes) != GRU_OK) {
+        printf("FAIL pack B%d H%d\n", B, H);
+        failures++;
+        return;
+    }
+    io.batch = B;
+    io.steps = T;
+    io.x = x;
+    io.h0 = h0;
+    io.lengths = use_len ? len64 : NULL;
+    io.mask = use_mask ? mask : NULL;
+    io.y = y;
+    io.h_n = hn;
+    status = gru_layer_forward(packed, &io, NULL, threads);
+    reference(B, T, I, H, D, lbr, W, R, Bi, x, h0, use_len ? len : NULL, use_mask ? mask : NULL, yr, hr);
+    for (i = 0; i < (size_t)B * T * D * H; i++) err = fmax(err, fabs(y[i] - yr[i]));
+    for (i = 0; i < (size_t)D * B * H; i++) err = fmax(err, fabs(hn[i] - hr[i]));
+    if (status != GRU_OK || !(err <= 1e-5)) {
+        printf("FAIL %s B%d T%d I%d H%d D%d lbr%d len%d mask%d thr%d: status %d err %g\n",
+               gru_isa_current(), B, T, I, H, D, lbr, use_len, use_mask, threads, status, err);
+        failures++;
+    }
+    free(W); free(R); free(Bi); free(x); free(h0); free(y); free(hn); free(yr); free(hr);
+    free(len); free(len64); free(mask); free(packed);
+}
+
+static void check_dense(int rows, int n_in, int n_out, gru_activation act, int threads, unsigned seed)
+{
+    float *k = malloc(4 * (size_t)n_in * n_out), *bias = malloc(4 * (size_t)n_out);
+    float *x = malloc(4 * (size_t)rows * n_in), *y = malloc(4 * (size_t)rows * n_out);
+    gru_dense_desc desc = {GRU_FLOAT32, GRU_PRECISION_NATIVE, n_in, n_out, act};
+    size_t bytes = gru_dense_packed_bytes(&desc), i;
+    void *packed = malloc(bytes);
+    double err = 0;
+    int r, j, q;
+    for (i = 0; i < (size_t)n_in * n_out; i++) k[i] = (float)(rnd(&seed) / sqrt(n_in));
+    for (i = 0; i < (size_t)n_out; i++) bias[i] = (float)rnd(&seed);
+    for (i = 0; i < (size_t)rows * n_in; i++) x[i] = (float)rnd(&seed);
+    gru_dense_pack(&desc, k, bias, packed, bytes);
+    if (gru_dense_forward(packed, rows, x, y, threads) != GRU_OK) failures++;
+    for (r = 0; r < rows; r++) {
+        double v[700], top = -1e300, total = 0;
+        for (j = 0; j < n_out; j++) {
+            v[j] = bias[j];
+            for (q = 0; q < n_in; q++) v[j] += (double)x[r * n_in + q] * k[q * n_out + j];
+            top = fmax(top, v[j]);
+        }
+        for (j = 0; j < n_out; j++) total += exp(v[j] - top);
+        for (j = 0; j < n_out; j++) {
+            const double want = act == GRU_ACT_SOFTMAX ? exp(v[j] - top) / total
+                              : act == GRU_ACT_SIGMOID ? sig(v[j]) : v[j];
+            err = fmax(err, fabs(y[r * n_out + j] - want) / fmax(1, fabs(want)));
+        }
+    }
+    if (!(err <= 2e-6)) {
+        printf("FAIL dense %s rows%d in%d out%d act%d thr%d: err %g\n", gru_isa_current(), rows, n_in,
+               n_out, (int)act, threads, err);
+        failures++;
+    }
+    free(k); free(bias); free(x); free(y); free(packed);
+}
+
+int main(void)
+{
+    static const int hidden[] = {1, 7, 8, 9, 16, 17, 33, 70};
+    static const int batch[] = {1, 2, 5, 7, 13, 40};
+    unsigned seed = 7;
+    int i, n = 0;
+    for (i = 0; i < gru_isa_count(); i++) {
+        size_t h, b;
+        int lbr, D, thr;
+        if (!gru_isa_supported(i)) continue;
+        gru_isa_select(gru_isa_name(i));
+        for (h = 0; h < sizeof(hidden) / sizeof(hidden[0]); h++)
+            for (b = 0; b < sizeof(batch) / sizeof(batch[0]); b++)
+                for (lbr = 0; lbr < 2; lbr++)
+                    for (D = 1; D <= 2; D++)
+                        for (thr = 1; thr <= 3; thr++, n++)
+                            check_gru(batch[b], 5, 6, hidden[h], D, lbr, (n % 3) == 1, (n % 3) == 2, thr, seed++);
+        for (thr = 1; thr <= 3; thr++) {
+            check_dense(1, 128, 1, GRU_ACT_SIGMOID, thr, seed++);
+            check_dense(13, 40, 600, GRU_ACT_SOFTMAX, thr, seed++);
+            check_dense(100, 17, 33, GRU_ACT_LINEAR, thr, seed++);
+        }
+        printf("%s: ok so far (%d failures)\n", gru_isa_name(i), failures);
+    }
+    return failures != 0;
+}
