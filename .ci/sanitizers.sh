@@ -11,7 +11,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cp -r setup.py pyproject.toml src src_c tests "$scratch"/
 find "$scratch/src" \( -name '*.so' -o -name '_core.c' \) -delete
-if ! (cd "$scratch" && GRU_INFER_SANITIZE=1 python3 setup.py -q build_ext --inplace \
+if ! (cd "$scratch" && GRU_INFER_SANITIZE=1 python3 setup.py build_ext --inplace -q \
         >"$scratch/build.log" 2>&1); then
     cat "$scratch/build.log"
     exit 1
