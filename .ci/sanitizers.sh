@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-cp -r setup.py pyproject.toml src src_c tests "$scratch"/
+git ls-files | cut -d/ -f1 | sort -u | xargs -I{} cp -r {} "$scratch"/  # the tracked tree
 find "$scratch/src" \( -name '*.so' -o -name '_core.c' \) -delete
 if ! (cd "$scratch" && GRU_INFER_SANITIZE=1 python3 setup.py build_ext --inplace -q \
         >"$scratch/build.log" 2>&1); then
