@@ -13,6 +13,8 @@ fuzz = pytest.importorskip("fuzz")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the harness forks")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="the harness caps address space, which ASan's shadow memory needs")
 @pytest.mark.parametrize("name", sorted(fuzz.FORMATS))
 def test_each_format_runs_a_few_inputs(name, tmp_path):
     summary = fuzz.campaign(fuzz.FORMATS[name], float("inf"), seed=7, out=str(tmp_path),
