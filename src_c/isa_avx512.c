@@ -1,7 +1,9 @@
 /*
  * AVX-512 (F, BW, VL, DQ) kernels.  Panel-major layout (isa.h), one 512-bit
  * register per panel row: 16 floats, 8 doubles.  float32: hand-written
- * product below; float64: the vector-type template at 8 doubles a panel.
+ * product below; float64: the vector-type template at 8 doubles a panel;
+ * bf16 and int8 weights: the shared pair / quad layouts widened to float in
+ * registers (panel_reduced_impl.h).
  */
 #include "isa.h"
 
@@ -213,6 +215,15 @@ static void avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n
 #undef BLOCK_SWITCH_6
 #undef BLOCK_SWITCH_12
 
+/* bf16 and int8 weights (isa.h pair / quad layouts), widened in registers */
+#define GRU_NAME(x) avx512_##x
+#define GRU_PANEL 16
+#define GRU_MAX_ROWS 12
+#include "panel_reduced_impl.h"
+#undef GRU_NAME
+#undef GRU_PANEL
+#undef GRU_MAX_ROWS
+
 #define REAL double
 #define GRU_NAME(x) avx512_##x##_f64
 #define GRU_EXP exp
@@ -244,6 +255,8 @@ const gru_isa gru_isa_avx512 = {
     {
         [GRU_FORMAT_F32] = {16, gru_panel_major_bytes_f32, gru_panel_major_pack_f32, avx512_matmul_f32},
         [GRU_FORMAT_F64] = {8, gru_panel_major_bytes_f64, gru_panel_major_pack_f64, avx512_matmul_f64},
+        [GRU_FORMAT_BF16] = {16, gru_bf16_pairs_bytes, gru_bf16_pairs_pack, avx512_matmul_bf16},
+        [GRU_FORMAT_INT8] = {16, gru_int8_quads_bytes, gru_int8_quads_pack, avx512_matmul_int8},
     },
     {
         [GRU_FLOAT32] = {avx512_activation_f32, avx512_gates_f32},
