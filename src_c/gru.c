@@ -74,6 +74,7 @@ void gru_set_projection_path(int path) { gru_projection_path = path; }
 /* Best first. */
 static const gru_isa *const isa_table[] = {
 #if GRU_X86_DISPATCH
+    &gru_isa_avx512bf16,
     &gru_isa_avx512,
     &gru_isa_avx2,
 #endif

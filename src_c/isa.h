@@ -171,6 +171,17 @@ extern const gru_isa gru_isa_generic;
 #if GRU_X86_DISPATCH
 extern const gru_isa gru_isa_avx2;
 extern const gru_isa gru_isa_avx512;
+extern const gru_isa gru_isa_avx512bf16;
+/* isa_avx512.c's float kernels, which the AVX-512 BF16/VNNI set runs too */
+void gru_avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,
+                           const void *x, long ldx, void *y, long ldy, const void *bias, int flags);
+void gru_avx512_matmul_f64(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,
+                           const void *x, long ldx, void *y, long ldy, const void *bias, int flags);
+void gru_avx512_activation_f32(gru_activation act, void *values, long rows, long cols);
+void gru_avx512_activation_f64(gru_activation act, void *values, long rows, long cols);
+void gru_avx512_gates_f32(int phase, const gru_gate_row *row);
+void gru_avx512_gates_f64(int phase, const gru_gate_row *row);
+int gru_avx512_supported(void);
 #endif
 
 #endif
