@@ -17,8 +17,8 @@
  *    where sum_k q[j,k] is in the int8 trailer (scaled_sum = s_j sum_k q).
  *    Integer sums of at most Q_KC products (2048 * 255 * 127 < 2^31) are
  *    turned to float before the next block of k.
- * Blocks: rows in slivers of up to 12 (inputs converted once per sliver and
- * k block, on the stack), panels two or four at a time, like the float kernel.
+ * Blocks: rows in slivers of up to 8 (inputs converted once per sliver and
+ * k block, on the stack), panels two or four at a time.
  */
 #include "isa.h"
 
@@ -42,10 +42,15 @@ static int avx512bf16_supported(void)
 
 #include <immintrin.h>
 
-#define MR_MAX 12
+#define MR_MAX 8
 #define NC 64        /* panels per block: up to 1 MB of bf16 weights at K 512, re-read per sliver */
-#define KC_BF16 1024 /* k per block of converted inputs: 12 rows x 2 KB */
-#define KC_INT8 2048 /* k per block of quantised inputs: 12 rows x 2 KB; int32 sums cannot overflow */
+#define KC_BF16 1024 /* k per block of converted inputs: 8 rows x 2 KB */
+#define KC_INT8 2048 /* k per block of quantised inputs: 8 rows x 2 KB; int32 sums cannot overflow */
+/* Up to ROWS_4 rows: one sliver of four-panel blocks; more: slivers of
+ * MR_MAX rows by two panels.  Either way at most 16 accumulators: with more
+ * (4 x 6, 2 x 12, as the float kernel uses) GCC spills, and VNNI fell from
+ * ~410 to ~200 GOP/s (Zen 4; bf16 stays at its ~225 GFLOP/s either way). */
+#define ROWS_4 4
 
 static inline __attribute__((always_inline)) __mmask16 tail_mask(int n)
 {
@@ -225,9 +230,8 @@ int8_block(const int32_t *w, size_t stride, const uint8_t *xq, int ldxq, int n_q
         int8_block(wp, stride, xq, KC_INT8, n_quads, NP, MR, yp, ldy, bp, sp, ssp, lo, step,       \
                    first, n_left);                                                                 \
         break;
-#define CASES_6(CASE, NP) CASE(NP, 1) CASE(NP, 2) CASE(NP, 3) CASE(NP, 4) CASE(NP, 5) CASE(NP, 6)
-#define CASES_12(CASE, NP)                                                                         \
-    CASES_6(CASE, NP) CASE(NP, 7) CASE(NP, 8) CASE(NP, 9) CASE(NP, 10) CASE(NP, 11) CASE(NP, 12)
+#define CASES_4(CASE, NP) CASE(NP, 1) CASE(NP, 2) CASE(NP, 3) CASE(NP, 4)
+#define CASES_8(CASE, NP) CASES_4(CASE, NP) CASE(NP, 5) CASE(NP, 6) CASE(NP, 7) CASE(NP, 8)
 
 /* How a call is blocked: panels in blocks of NC; rows in slivers of MR (few
  * rows: one sliver of four-panel blocks); each sliver's inputs converted once
@@ -242,8 +246,8 @@ static blocking block_call(int c0, int c1, int n_valid, int rows)
     blocking b;
     b.p0 = c0 / 16;
     b.p1 = (end + 15) / 16;
-    b.NP = rows <= 6 ? 4 : 2;
-    b.MR = rows <= 6 ? rows : MR_MAX;
+    b.NP = rows <= ROWS_4 ? 4 : 2;
+    b.MR = rows <= ROWS_4 ? rows : MR_MAX;
     return b;
 }
 
@@ -284,15 +288,15 @@ static void avx512bf16_matmul_bf16(const void *w, int K, int N, int c0, int c1, 
                     bp = B ? B + p * 16 : NULL;
                     n_left = n_valid - p * 16;
                     if (np >= 4) {
-                        switch (mr) { CASES_6(BF16_CASE, 4) default: break; }
+                        switch (mr) { CASES_4(BF16_CASE, 4) default: break; }
                     } else if (np >= 2) {
-                        switch (mr) { CASES_12(BF16_CASE, 2) default: break; }
+                        switch (mr) { CASES_8(BF16_CASE, 2) default: break; }
                         if (np == 3) {
                             wp += 2 * stride, yp += 32, bp = bp ? bp + 32 : NULL, n_left -= 32;
-                            switch (mr) { CASES_12(BF16_CASE, 1) default: break; }
+                            switch (mr) { CASES_8(BF16_CASE, 1) default: break; }
                         }
                     } else {
-                        switch (mr) { CASES_12(BF16_CASE, 1) default: break; }
+                        switch (mr) { CASES_8(BF16_CASE, 1) default: break; }
                     }
                 }
             }
@@ -342,16 +346,16 @@ static void avx512bf16_matmul_int8(const void *w, int K, int N, int c0, int c1, 
                     ssp = scaled_sum + p * 16;
                     n_left = n_valid - p * 16;
                     if (np >= 4) {
-                        switch (mr) { CASES_6(INT8_CASE, 4) default: break; }
+                        switch (mr) { CASES_4(INT8_CASE, 4) default: break; }
                     } else if (np >= 2) {
-                        switch (mr) { CASES_12(INT8_CASE, 2) default: break; }
+                        switch (mr) { CASES_8(INT8_CASE, 2) default: break; }
                         if (np == 3) {
                             wp += 2 * stride, yp += 32, bp = bp ? bp + 32 : NULL, sp += 32, ssp += 32;
                             n_left -= 32;
-                            switch (mr) { CASES_12(INT8_CASE, 1) default: break; }
+                            switch (mr) { CASES_8(INT8_CASE, 1) default: break; }
                         }
                     } else {
-                        switch (mr) { CASES_12(INT8_CASE, 1) default: break; }
+                        switch (mr) { CASES_8(INT8_CASE, 1) default: break; }
                     }
                 }
             }
@@ -361,8 +365,8 @@ static void avx512bf16_matmul_int8(const void *w, int K, int N, int c0, int c1, 
 
 #undef BF16_CASE
 #undef INT8_CASE
-#undef CASES_6
-#undef CASES_12
+#undef CASES_4
+#undef CASES_8
 
 #if defined(__clang__)
 #pragma clang attribute pop
