@@ -9,7 +9,7 @@ that crosses every place where the C core switches path:
   (four-panel blocks), 12-row slivers and their remainders;
 - K blocks of 512 (AVX-512) and panel blocks of 64 (1024 columns), the generic
   kernel's 64-column blocks and its BLAS threshold (16 rows);
-- time chunks (input projections of at most 8 MB), thread teams of 1, 2, 3
+- time chunks (input projections of at most 1 MB), thread teams of 1, 2, 3
   (steps split by units, or by batch rows too when units are few; whole calls split
   by batch rows from 8 rows a thread), both
   directions side by side, both GRU variants, lengths, masks, initial states.
@@ -216,8 +216,8 @@ def test_activations(isa, activations, rng):
 
 
 def test_time_chunks(isa, rng):
-    # 64 rows x 3 x 512 units of float32 is 393 KB a step: 8 MB chunks hold 21 steps, so 30
-    # steps are two chunks (each row's own range of steps under lengths, reversed too)
+    # 64 rows x 3 x 512 units of float32 is 393 KB a step: 1 MB chunks hold 2 steps, so 30
+    # steps are fifteen chunks (each row's own range of steps under lengths, reversed too)
     for direction in ("forward", "reverse"):
         check(
             rng,
