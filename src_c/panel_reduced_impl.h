@@ -132,6 +132,11 @@ GRU_NAME(reduced_row)(const uint32_t *w, size_t stride, int K, int S, int NP, co
     case NB:                                                                                       \
         GRU_NAME(reduced_block)(wp, stride, K, S, NP, NB, xb, ldx, yb, ldy, bp, sp, n_left);       \
         break;
+#if GRU_MAX_ROWS > 4
+#define GRU_REDUCED_CASES_MID(NP) GRU_REDUCED_CASE(NP, 5) GRU_REDUCED_CASE(NP, 6)
+#else
+#define GRU_REDUCED_CASES_MID(NP)
+#endif
 #if GRU_MAX_ROWS > 6
 #define GRU_REDUCED_CASES_HIGH(NP)                                                                 \
     GRU_REDUCED_CASE(NP, 7) GRU_REDUCED_CASE(NP, 8) GRU_REDUCED_CASE(NP, 9)                        \
@@ -142,8 +147,7 @@ GRU_NAME(reduced_row)(const uint32_t *w, size_t stride, int K, int S, int NP, co
 #define GRU_REDUCED_SWITCH(NP)                                                                     \
     switch (nb) {                                                                                  \
         GRU_REDUCED_CASE(NP, 1) GRU_REDUCED_CASE(NP, 2) GRU_REDUCED_CASE(NP, 3)                    \
-        GRU_REDUCED_CASE(NP, 4) GRU_REDUCED_CASE(NP, 5) GRU_REDUCED_CASE(NP, 6)                    \
-        GRU_REDUCED_CASES_HIGH(NP)                                                                 \
+        GRU_REDUCED_CASE(NP, 4) GRU_REDUCED_CASES_MID(NP) GRU_REDUCED_CASES_HIGH(NP)               \
     default: break;                                                                                \
     }
 
@@ -203,6 +207,7 @@ GRU_NAME(reduced_matmul)(int S, const void *w, int K, int N, int c0, int c1, int
 }
 
 #undef GRU_REDUCED_CASE
+#undef GRU_REDUCED_CASES_MID
 #undef GRU_REDUCED_CASES_HIGH
 #undef GRU_REDUCED_SWITCH
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import gru_infer_engine
 
 NAME = "gru_infer_bf16"
-TOLERANCE = 2e-3  # bfloat16 rounding of weights (and inputs), not a bug
+TOLERANCE = 2e-2  # bfloat16 rounding of weights (and inputs), as OpenVINO bf16: not a bug
 
 unavailable_reason = gru_infer_engine.unavailable_reason
 available = gru_infer_engine.available
