@@ -47,7 +47,7 @@ elif sys.platform.startswith("linux"):
     link_args.append("-Wl,--strip-debug")  # Python's own CFLAGS carry -g
 
 C_SOURCES = ["src_c/gru.c", "src_c/threads.c", "src_c/isa_generic.c", "src_c/isa_avx2.c",
-             "src_c/isa_avx512.c", "src_c/isa_avx512bf16.c"]
+             "src_c/isa_avx512.c", "src_c/isa_avx512bf16.c", "src_c/isa_neon.c"]
 C_HEADERS = ["src_c/gru.h", "src_c/isa.h", "src_c/threads.h", "src_c/activations.h",
              "src_c/elementwise_impl.h", "src_c/panel_kernels_impl.h", "src_c/panel_reduced_impl.h"]
 

@@ -78,6 +78,10 @@ static const gru_isa *const isa_table[] = {
     &gru_isa_avx512,
     &gru_isa_avx2,
 #endif
+#if GRU_NEON
+    &gru_isa_neon_dotprod,
+    &gru_isa_neon,
+#endif
     &gru_isa_generic,
 };
 #define N_ISAS ((int)(sizeof(isa_table) / sizeof(isa_table[0])))

@@ -23,6 +23,13 @@
 #else
 #define GRU_X86_DISPATCH 0
 #endif
+/* AArch64: NEON is baseline; the dot-product set is compiled with a target
+ * pragma and chosen at run time. */
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GRU_NO_DISPATCH)
+#define GRU_NEON 1
+#else
+#define GRU_NEON 0
+#endif
 
 /* Weight formats: the compute dtype and the storage precision together. */
 enum { GRU_FORMAT_F32 = 0, GRU_FORMAT_F64 = 1, GRU_FORMAT_BF16 = 2, GRU_FORMAT_INT8 = 3,
@@ -182,6 +189,10 @@ void gru_avx512_activation_f64(gru_activation act, void *values, long rows, long
 void gru_avx512_gates_f32(int phase, const gru_gate_row *row);
 void gru_avx512_gates_f64(int phase, const gru_gate_row *row);
 int gru_avx512_supported(void);
+#endif
+#if GRU_NEON
+extern const gru_isa gru_isa_neon_dotprod;
+extern const gru_isa gru_isa_neon;
 #endif
 
 #endif
