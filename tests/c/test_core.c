@@ -13,8 +13,12 @@
  *
  *   cc -O2 -pthread -Isrc_c tests/c/test_core.c src_c/[a-z]*.c -lm -o /tmp/test_core
  *   aarch64-linux-gnu-gcc -O2 -static -pthread -Isrc_c tests/c/test_core.c src_c/[a-z]*.c -lm \
- *       -o /tmp/test_core_arm && qemu-aarch64 /tmp/test_core_arm
- * (tests/test_kernels.py builds and runs both when the tools are there)
+ *       -o /tmp/test_core_arm && qemu-aarch64 -cpu max /tmp/test_core_arm
+ *   test_core [--quick] [ISA ...]   the named kernel sets only (default: every one this CPU runs);
+ *                                   --quick: a third of the grid in bf16 and int8 (under emulation)
+ *   test_core --list                each kernel set and whether this CPU runs it
+ * (tests/test_kernels.py builds and runs both when the tools are there; tools/test_aarch64.sh
+ * runs the whole driver under qemu, with and without the dot-product instructions)
  */
 #include <math.h>
 #include <stdio.h>
@@ -47,11 +51,13 @@ static int rounds_inputs(const char *isa, int precision)
 
 /* Max abs error allowed on outputs in (-1, 1) (states, sigmoids).  Inputs
  * rounded to bf16 (8 significant bits) or to 8-bit steps of their own range
- * change each sum by about 1e-3 at these weight scales: the bounds leave 5-10x. */
+ * change each sum by about 1e-3 at these weight scales; over this grid the
+ * largest errors seen are 2.3e-3 (bf16 pairs) and 5.1e-3 (int8): the bounds
+ * leave 2.5x. */
 static double tolerance(const char *isa, int precision)
 {
     if (!rounds_inputs(isa, precision)) return precision == GRU_PRECISION_NATIVE ? 1e-5 : 2e-5;
-    return precision == GRU_PRECISION_BF16 ? 1e-2 : 3e-2;
+    return precision == GRU_PRECISION_BF16 ? 6e-3 : 1.2e-2;
 }
 
 static float bf16_round(float f)
@@ -233,18 +239,37 @@ static void check_dense(int precision, int rows, int n_in, int n_out, gru_activa
     free(k); free(bias); free(x); free(y); free(packed);
 }
 
-int main(void)
+static int wanted(int argc, char **argv, const char *isa)
+{
+    int i, named = 0;
+    for (i = 1; i < argc; i++) {
+        if (argv[i][0] == '-') continue;
+        named = 1;
+        if (strcmp(argv[i], isa) == 0) return 1;
+    }
+    return !named;
+}
+
+int main(int argc, char **argv)
 {
     static const int hidden[] = {1, 7, 8, 9, 16, 17, 33, 70};
     static const int batch[] = {1, 2, 5, 7, 13, 40};
     static const int inputs[] = {6, 6, 6, 37}; /* one in four odd: k groups of 2 and 4 with a tail */
     unsigned seed = 7;
-    int i, n = 0, p;
+    int i, n = 0, p, quick = 0, ran = 0;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--list") == 0) {
+            for (p = 0; p < gru_isa_count(); p++) printf("%s %d\n", gru_isa_name(p), gru_isa_supported(p));
+            return 0;
+        }
+        quick |= strcmp(argv[i], "--quick") == 0;
+    }
     for (i = 0; i < gru_isa_count(); i++) {
         size_t h, b;
         int lbr, D, thr;
-        if (!gru_isa_supported(i)) continue;
+        if (!gru_isa_supported(i) || !wanted(argc, argv, gru_isa_name(i))) continue;
         gru_isa_select(gru_isa_name(i));
+        ran++;
         for (p = 0; p < 3; p++) {
             worst[p] = 0;
             for (h = 0; h < sizeof(hidden) / sizeof(hidden[0]); h++)
@@ -252,8 +277,9 @@ int main(void)
                     for (lbr = 0; lbr < 2; lbr++)
                         for (D = 1; D <= 2; D++)
                             for (thr = 1; thr <= 3; thr++, n++)
-                                check_gru(p, batch[b], 5, inputs[n % 4], hidden[h], D, lbr, (n % 3) == 1,
-                                          (n % 3) == 2, thr, seed++);
+                                if (!quick || p == GRU_PRECISION_NATIVE || n % 3 == (int)(h % 3))
+                                    check_gru(p, batch[b], 5, inputs[n % 4], hidden[h], D, lbr,
+                                              (n % 3) == 1, (n % 3) == 2, thr, seed++);
             /* long rows: k blocks of the dot-product kernels (1024 bf16, 2048 int8) */
             check_gru(p, 3, 2, 2100, 17, 1, 1, 0, 0, 1, seed++);
             check_gru(p, 1, 2, 1500, 40, 2, 0, 0, 1, 2, seed++);
@@ -262,9 +288,13 @@ int main(void)
                 check_dense(p, 13, 40, 600, GRU_ACT_SOFTMAX, thr, seed++);
                 check_dense(p, 100, 17, 33, GRU_ACT_LINEAR, thr, seed++);
             }
-            printf("%s %s: largest error %.2e (bound %.0e); %d failures so far\n", gru_isa_name(i),
+            printf("%s %s: largest error %.2e (bound %.1e); %d failures so far\n", gru_isa_name(i),
                    precision_names[p], worst[p], tolerance(gru_isa_name(i), p), failures);
         }
+    }
+    if (!ran) {
+        printf("FAIL no kernel set to test\n");
+        return 1;
     }
     return failures != 0;
 }
