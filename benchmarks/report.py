@@ -152,25 +152,26 @@ def precision_table(doc) -> list:
                     [BASE] + [e for _, e in have] + [e for _, e in PRECISION_PEERS]}
             if all(rows[e] is None for _, e in have):
                 continue
-
-            def p50(e):
-                return "—" if rows[e] is None else _num(rows[e]["p50_ns"] / scale)
-
-            def ratio(e, peer):
-                if rows[e] is None or rows[peer] is None:
-                    return "—"
-                return f"×{rows[peer]['p50_ns'] / rows[e]['p50_ns']:.2f}"
-
-            def err(e):
-                r = _find_checked(doc, w, e)
-                return "—" if r is None else f"{r:.1e}"
-
-            cells = [f"{w} [{unit}]", str(n), p50(BASE)] + [p50(e) for _, e in have]
-            cells += [p50(e) for _, e in PRECISION_PEERS]
-            cells += [ratio(e, peer) for _, e in have for _, peer in PRECISION_PEERS]
-            cells += [err(BASE)] + [err(e) for _, e in have] + [err("openvino_bf16")]
+            cells = [f"{w} [{unit}]", str(n), _p50(rows[BASE], scale)]
+            cells += [_p50(rows[e], scale) for _, e in have]
+            cells += [_p50(rows[e], scale) for _, e in PRECISION_PEERS]
+            cells += [_ratio(rows[e], rows[peer]) for _, e in have for _, peer in PRECISION_PEERS]
+            cells += [_err(_find_checked(doc, w, e)) for e in [BASE] + [e for _, e in have]]
+            cells.append(_err(_find_checked(doc, w, "openvino_bf16")))
             lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _p50(row, scale) -> str:
+    return "—" if row is None else _num(row["p50_ns"] / scale)
+
+
+def _ratio(row, peer) -> str:
+    return "—" if row is None or peer is None else f"×{peer['p50_ns'] / row['p50_ns']:.2f}"
+
+
+def _err(value) -> str:
+    return "—" if value is None else f"{value:.1e}"
 
 
 def _find_checked(doc, workload, engine):
