@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Wheels a package index accepts: sdist -> `pip wheel` per interpreter ->
-# `auditwheel repair`, which bundles libgomp (the OpenMP runtime) into
-# gru_infer.libs/ and retags the wheel manylinux.  The extension is already
-# stripped of debug symbols by setup.py.
+# `auditwheel repair`, which checks the extension's symbols and retags the
+# wheel manylinux.  The core needs only glibc (its threads are its own pthread
+# pool, no OpenMP runtime to bundle).  The extension is already stripped of
+# debug symbols by setup.py.
 #
 #   tools/build_wheels.sh [OUT_DIR]            default OUT_DIR: wheelhouse/
 #
@@ -13,10 +14,11 @@
 #            wheel allows); name one, e.g. manylinux_2_28_x86_64, to fail unless
 #            it is reached
 #
-# The tag is set by the oldest glibc the extension and libgomp need, so it
-# follows the build machine: inside quay.io/pypa/manylinux_2_28_x86_64 (or
-# _aarch64) this gives manylinux_2_28; on Debian 12 (glibc 2.36) the system
-# libgomp needs GLIBC_2.34 and the wheel is manylinux_2_34_x86_64.
+# The tag is set by the newest glibc symbol version the extension links to, so
+# it follows the build machine: on Debian 12 (glibc 2.36) the pthread functions
+# carry GLIBC_2.34 versions (libpthread moved into libc) and the wheel is
+# manylinux_2_34_x86_64; inside quay.io/pypa/manylinux_2_28_x86_64 (or _aarch64)
+# the same build gives manylinux_2_28.
 # aarch64: this script as it is on an aarch64 machine or in the manylinux
 # aarch64 image; from an x86_64 Debian 12 machine, tools/build_wheel_aarch64_cross.sh
 # (cross compiler, auditwheel, a smoke test under qemu).
