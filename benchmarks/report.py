@@ -128,6 +128,59 @@ def accuracy_table(doc) -> list:
     return lines
 
 
+PRECISION_ROWS = (("bf16", "gru_infer_bf16"), ("int8", "gru_infer_int8"))
+PRECISION_PEERS = (("ORT", "onnxruntime"), ("OV bf16", "openvino_bf16"))
+
+
+def precision_table(doc) -> list:
+    """gru_infer with bf16 / int8 weights beside float32 gru_infer, ONNX Runtime and
+    OpenVINO bf16: p50, the ratio each peer's p50 is of the row's (>1: the row is
+    faster), and the max abs error against the float32 NumPy reference."""
+    have = [(label, e) for label, e in PRECISION_ROWS if any(r["engine"] == e for r in _rows(doc))]
+    if not have:
+        return []
+    head = ["workload", "thr", "gru_infer fp32"] + [f"gru_infer {label}" for label, _ in have]
+    head += [e for _, e in PRECISION_PEERS]
+    head += [f"{label} ×{peer}" for label, _ in have for peer, _ in PRECISION_PEERS]
+    head += [f"err {label}" for label, _ in (("fp32", BASE),) + tuple(have)] + ["err OV bf16"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for w in ("W1", "W2", "W3", "W4"):
+        unit, scale = UNITS[w]
+        for run in doc["runs"]:
+            n = run["threads"]
+            rows = {e: _find(doc, w, e, n) for e in
+                    [BASE] + [e for _, e in have] + [e for _, e in PRECISION_PEERS]}
+            if all(rows[e] is None for _, e in have):
+                continue
+            cells = [f"{w} [{unit}]", str(n), _p50(rows[BASE], scale)]
+            cells += [_p50(rows[e], scale) for _, e in have]
+            cells += [_p50(rows[e], scale) for _, e in PRECISION_PEERS]
+            cells += [_ratio(rows[e], rows[peer]) for _, e in have for _, peer in PRECISION_PEERS]
+            cells += [_err(_find_checked(doc, w, e)) for e in [BASE] + [e for _, e in have]]
+            cells.append(_err(_find_checked(doc, w, "openvino_bf16")))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _p50(row, scale) -> str:
+    return "—" if row is None else _num(row["p50_ns"] / scale)
+
+
+def _ratio(row, peer) -> str:
+    return "—" if row is None or peer is None else f"×{peer['p50_ns'] / row['p50_ns']:.2f}"
+
+
+def _err(value) -> str:
+    return "—" if value is None else f"{value:.1e}"
+
+
+def _find_checked(doc, workload, engine):
+    """The largest max abs error of an engine on a workload over thread counts (None: not run)."""
+    errs = [r["max_abs_err"] for r in _rows(doc)
+            if (r["workload"], r["engine"]) == (workload, engine) and "max_abs_err" in r]
+    return max(errs) if errs else None
+
+
 def floors_table(doc) -> list:
     lines = [("| thr | weight read, np.sum | weight read, sgemv | sgemm GFLOP/s | FMA peak, 1 core: AVX-512 / AVX2 "
               "| bare gru_infer.GRU step, tiny: p50 / p99 | one step inside C (1 thr): tiny / M gru1 / M gru2 |"),
@@ -222,6 +275,9 @@ def markdown(doc) -> str:
         "## Best call (×ratio = peer best / gru_infer best)", "",
         *best_table(doc), "",
         *(["## Throughput", "", *tp, ""] if len(tp) > 2 else []),
+        *(["## Reduced-precision weights: p50 (×ratio = peer p50 / this row's p50), max abs error "
+           "against the float32 reference", "", *precision_table(doc), ""]
+          if precision_table(doc) else []),
         "## Max abs error against the NumPy reference (max over thread counts)", "",
         *accuracy_table(doc), "",
         f"## Floors (weight read: all {weight_mb:.2f} MB of model M's float32 weights, once)", "",

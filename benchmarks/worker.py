@@ -48,7 +48,7 @@ def versions(engine_modules) -> dict:
     import scipy
 
     import gru_infer
-    from gru_infer import _core
+    from gru_infer.runtime import _core
 
     v = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
          "gru_infer": getattr(gru_infer, "__version__", "?"), "gru_infer_kernel": _core.isa_current(),

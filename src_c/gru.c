@@ -74,8 +74,13 @@ void gru_set_projection_path(int path) { gru_projection_path = path; }
 /* Best first. */
 static const gru_isa *const isa_table[] = {
 #if GRU_X86_DISPATCH
+    &gru_isa_avx512bf16,
     &gru_isa_avx512,
     &gru_isa_avx2,
+#endif
+#if GRU_NEON
+    &gru_isa_neon_dotprod,
+    &gru_isa_neon,
 #endif
     &gru_isa_generic,
 };
@@ -218,6 +223,77 @@ size_t gru_panel_major_bytes_f64(const gru_weight_format *fmt, int N, int K)
     }
 PANEL_MAJOR_PACK(float, f32)
 PANEL_MAJOR_PACK(double, f64)
+
+/* ---- reduced-precision layouts (isa.h), shared by the kernel sets ------------------- */
+
+float gru_int8_row_scale(const float *src, long ld_k, int K)
+{
+    float amax = 0;
+    int k;
+    for (k = 0; k < K; k++) {
+        const float v = src[(size_t)k * ld_k] < 0 ? -src[(size_t)k * ld_k] : src[(size_t)k * ld_k];
+        amax = v > amax ? v : amax;
+    }
+    return amax > 0 ? amax / 127.0f : 1.0f;
+}
+
+size_t gru_int8_data_bytes(int N, int K_padded) { return align64((size_t)N * K_padded); }
+
+size_t gru_bf16_pairs_bytes(const gru_weight_format *fmt, int N, int K)
+{
+    (void)fmt;
+    return (size_t)N * round_up(K, 2) * sizeof(uint16_t);
+}
+
+void gru_bf16_pairs_pack(const gru_weight_format *fmt, void *dst, const void *src, long ld_n,
+                         long ld_k, int blocks, int n, int K)
+{
+    const int pw = fmt->panel, np = (int)round_up(n, pw), Kp = (int)round_up(K, 2);
+    const float *s = (const float *)src;
+    uint16_t *d = (uint16_t *)dst;
+    int j, row, k;
+    memset(d, 0, (size_t)blocks * np * Kp * sizeof(uint16_t));
+    for (j = 0; j < blocks; j++)
+        for (row = 0; row < n; row++) {
+            const int out = j * np + row, p = out / pw, i = out % pw;
+            const float *from = s + ((size_t)j * n + row) * ld_n;
+            uint16_t *to = d + (size_t)p * Kp * pw + 2 * i;
+            for (k = 0; k < K; k++)
+                to[(size_t)(k / 2) * 2 * pw + (k & 1)] = gru_bf16_from_float(from[(size_t)k * ld_k]);
+        }
+}
+
+size_t gru_int8_quads_bytes(const gru_weight_format *fmt, int N, int K)
+{
+    (void)fmt;
+    return gru_int8_data_bytes(N, (int)round_up(K, 4)) + 2 * (size_t)N * sizeof(float);
+}
+
+void gru_int8_quads_pack(const gru_weight_format *fmt, void *dst, const void *src, long ld_n,
+                         long ld_k, int blocks, int n, int K)
+{
+    const int pw = fmt->panel, np = (int)round_up(n, pw), Kp = (int)round_up(K, 4), N = blocks * np;
+    const float *s = (const float *)src;
+    int8_t *d = (int8_t *)dst;
+    float *scale = (float *)(d + gru_int8_data_bytes(N, Kp)), *scaled_sum = scale + N;
+    int j, row, k;
+    memset(d, 0, gru_int8_quads_bytes(fmt, N, K));
+    for (j = 0; j < blocks; j++)
+        for (row = 0; row < n; row++) {
+            const int out = j * np + row, p = out / pw, i = out % pw;
+            const float *from = s + ((size_t)j * n + row) * ld_n;
+            const float sc = gru_int8_row_scale(from, ld_k, K);
+            int8_t *to = d + (size_t)p * Kp * pw + 4 * i;
+            long sum = 0;
+            for (k = 0; k < K; k++) {
+                const int8_t q = gru_int8_quantize(from[(size_t)k * ld_k], sc);
+                to[(size_t)(k / 4) * 4 * pw + (k & 3)] = q;
+                sum += q;
+            }
+            scale[out] = sc;
+            scaled_sum[out] = sc * (float)sum;
+        }
+}
 
 /* ---- packed buffers --------------------------------------------------------------- */
 
@@ -388,9 +464,12 @@ static int read_header(const void *packed, int kind, const pack_header **out)
 
 enum { WS_GX, WS_GH, WS_H0, WS_H1, WS_RH, WS_LO, WS_COUNT, WS_ITEMS };
 
-/* Input projections of one time chunk stay below this size, so memory is
- * bounded on long sequences while each product stays large. */
-#define CHUNK_BYTES ((size_t)8 << 20)
+/* Input projections of one time chunk stay below this size: memory stays
+ * bounded on long sequences, and each step's gate pass reads its projections
+ * from L2 rather than L3, while each product still has hundreds of rows.
+ * Measured (1 thread, Zen 4, best of 5), 8 MB -> 1 MB: W3 fp32 59.0 -> 54.6 ms,
+ * bf16 33.9 -> 31.2, int8 24.4 -> 20.5; W4 fp32 194 -> 190, bf16 104 -> 99. */
+#define CHUNK_BYTES ((size_t)1 << 20)
 
 static int chunk_steps(int batch, int steps, const pack_header *h)
 {

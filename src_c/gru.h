@@ -20,9 +20,12 @@
 
 typedef enum { GRU_FLOAT32 = 0, GRU_FLOAT64 = 1 } gru_dtype;
 
-/* How weights are stored; state, gates and accumulation stay in the compute
- * dtype.  Only GRU_PRECISION_NATIVE (weights in the compute dtype) is built
- * today; the others are refused with GRU_ERR_BAD_ARG. */
+/* How weights are stored; state, gates, biases and sums stay in the compute
+ * dtype.  BF16 (round to nearest even) and INT8 (one symmetric scale per
+ * output row) with GRU_FLOAT32 only, on every kernel set; sets with
+ * dot-product instructions (AVX-512 BF16/VNNI, NEON sdot) also round each
+ * product's inputs (to bf16 pairs, to 8 bits of the row's range), the others
+ * widen the stored weights to float32.  isa.h says exactly how. */
 typedef enum { GRU_PRECISION_NATIVE = 0, GRU_PRECISION_BF16 = 1, GRU_PRECISION_INT8 = 2 } gru_precision;
 
 typedef enum { /* element-wise unless noted */
@@ -51,8 +54,9 @@ const char *gru_error_text(int code);
 /* ---- Kernel sets (ISAs) ----------------------------------------------------
  * Compiled into this build, best first; one is current.  Chosen once, at first
  * use, as the best one this CPU runs, unless the environment variable
- * GRU_INFER_ISA names another (generic | avx2 | avx512; an unknown or
- * unsupported name is ignored: gru_isa_current() says what runs). */
+ * GRU_INFER_ISA names another (x86-64: avx512bf16 | avx512 | avx2; aarch64:
+ * neon_dotprod | neon; any: generic; an unknown or unsupported name is
+ * ignored: gru_isa_current() says what runs). */
 int gru_isa_count(void);
 const char *gru_isa_name(int i);     /* NULL past the end */
 int gru_isa_supported(int i);        /* 1: this CPU (and OS) runs it */

@@ -1,6 +1,8 @@
 /*
  * AVX2 + FMA kernels (x86-64 from Haswell / Zen 1 on).  Panel-major layout
- * (isa.h), one 256-bit register per panel row: 8 floats, 4 doubles.
+ * (isa.h), one 256-bit register per panel row: 8 floats, 4 doubles; bf16 and
+ * int8 weights in the shared pair / quad layouts, widened to float in
+ * registers (panel_reduced_impl.h).
  * Compiled with a target pragma, so the rest of the build stays baseline
  * x86-64 and this file's code only runs where gru_isa_select allows it.
  */
@@ -60,6 +62,15 @@ static int avx2_supported(void)
 #undef GRU_PANEL
 #undef GRU_MAX_ROWS
 
+/* bf16 and int8 weights (isa.h pair / quad layouts), widened in registers */
+#define GRU_NAME(x) avx2_##x
+#define GRU_PANEL 8
+#define GRU_MAX_ROWS 6
+#include "panel_reduced_impl.h"
+#undef GRU_NAME
+#undef GRU_PANEL
+#undef GRU_MAX_ROWS
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -72,6 +83,8 @@ const gru_isa gru_isa_avx2 = {
     {
         [GRU_FORMAT_F32] = {8, gru_panel_major_bytes_f32, gru_panel_major_pack_f32, avx2_matmul_f32},
         [GRU_FORMAT_F64] = {4, gru_panel_major_bytes_f64, gru_panel_major_pack_f64, avx2_matmul_f64},
+        [GRU_FORMAT_BF16] = {8, gru_bf16_pairs_bytes, gru_bf16_pairs_pack, avx2_matmul_bf16},
+        [GRU_FORMAT_INT8] = {8, gru_int8_quads_bytes, gru_int8_quads_pack, avx2_matmul_int8},
     },
     {
         [GRU_FLOAT32] = {avx2_activation_f32, avx2_gates_f32},

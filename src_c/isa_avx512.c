@@ -1,14 +1,17 @@
 /*
  * AVX-512 (F, BW, VL, DQ) kernels.  Panel-major layout (isa.h), one 512-bit
  * register per panel row: 16 floats, 8 doubles.  float32: hand-written
- * product below; float64: the vector-type template at 8 doubles a panel.
+ * product below; float64: the vector-type template at 8 doubles a panel;
+ * bf16 and int8 weights: the shared pair / quad layouts widened to float in
+ * registers (panel_reduced_impl.h; CPUs with AVX512_BF16 and VNNI run
+ * isa_avx512bf16.c instead).
  */
 #include "isa.h"
 
 #if GRU_X86_DISPATCH
 #include <math.h>
 
-static int avx512_supported(void)
+int gru_avx512_supported(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -174,9 +177,8 @@ static void avx512_matvec_f32(const float *w, int K, int p0, int p1, const float
     }
 }
 
-static void avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,
-                              const void *x, long ldx, void *y, long ldy, const void *bias,
-                              int flags)
+void gru_avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,
+                           const void *x, long ldx, void *y, long ldy, const void *bias, int flags)
 {
     const float *W = (const float *)w, *X = (const float *)x, *bv = (const float *)bias;
     float *Y = (float *)y;
@@ -213,6 +215,15 @@ static void avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n
 #undef BLOCK_SWITCH_6
 #undef BLOCK_SWITCH_12
 
+/* bf16 and int8 weights (isa.h pair / quad layouts), widened in registers */
+#define GRU_NAME(x) avx512_##x
+#define GRU_PANEL 16
+#define GRU_MAX_ROWS 12
+#include "panel_reduced_impl.h"
+#undef GRU_NAME
+#undef GRU_PANEL
+#undef GRU_MAX_ROWS
+
 #define REAL double
 #define GRU_NAME(x) avx512_##x##_f64
 #define GRU_EXP exp
@@ -232,6 +243,23 @@ static void avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n
 #undef GRU_PANEL
 #undef GRU_MAX_ROWS
 
+/* What the AVX-512 BF16/VNNI set (isa_avx512bf16.c) runs unchanged. */
+void gru_avx512_matmul_f64(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,
+                           const void *x, long ldx, void *y, long ldy, const void *bias, int flags)
+{
+    avx512_matmul_f64(w, K, N, c0, c1, n_valid, rows, x, ldx, y, ldy, bias, flags);
+}
+void gru_avx512_activation_f32(gru_activation act, void *values, long rows, long cols)
+{
+    avx512_activation_f32(act, values, rows, cols);
+}
+void gru_avx512_activation_f64(gru_activation act, void *values, long rows, long cols)
+{
+    avx512_activation_f64(act, values, rows, cols);
+}
+void gru_avx512_gates_f32(int phase, const gru_gate_row *row) { avx512_gates_f32(phase, row); }
+void gru_avx512_gates_f64(int phase, const gru_gate_row *row) { avx512_gates_f64(phase, row); }
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -240,10 +268,12 @@ static void avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n
 
 const gru_isa gru_isa_avx512 = {
     "avx512",
-    avx512_supported,
+    gru_avx512_supported,
     {
-        [GRU_FORMAT_F32] = {16, gru_panel_major_bytes_f32, gru_panel_major_pack_f32, avx512_matmul_f32},
+        [GRU_FORMAT_F32] = {16, gru_panel_major_bytes_f32, gru_panel_major_pack_f32, gru_avx512_matmul_f32},
         [GRU_FORMAT_F64] = {8, gru_panel_major_bytes_f64, gru_panel_major_pack_f64, avx512_matmul_f64},
+        [GRU_FORMAT_BF16] = {16, gru_bf16_pairs_bytes, gru_bf16_pairs_pack, avx512_matmul_bf16},
+        [GRU_FORMAT_INT8] = {16, gru_int8_quads_bytes, gru_int8_quads_pack, avx512_matmul_int8},
     },
     {
         [GRU_FLOAT32] = {avx512_activation_f32, avx512_gates_f32},

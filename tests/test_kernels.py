@@ -9,7 +9,7 @@ that crosses every place where the C core switches path:
   (four-panel blocks), 12-row slivers and their remainders;
 - K blocks of 512 (AVX-512) and panel blocks of 64 (1024 columns), the generic
   kernel's 64-column blocks and its BLAS threshold (16 rows);
-- time chunks (input projections of at most 8 MB), thread teams of 1, 2, 3
+- time chunks (input projections of at most 1 MB), thread teams of 1, 2, 3
   (steps split by units, or by batch rows too when units are few; whole calls split
   by batch rows from 8 rows a thread), both
   directions side by side, both GRU variants, lengths, masks, initial states.
@@ -216,8 +216,8 @@ def test_activations(isa, activations, rng):
 
 
 def test_time_chunks(isa, rng):
-    # 64 rows x 3 x 512 units of float32 is 393 KB a step: 8 MB chunks hold 21 steps, so 30
-    # steps are two chunks (each row's own range of steps under lengths, reversed too)
+    # 64 rows x 3 x 512 units of float32 is 393 KB a step: 1 MB chunks hold 2 steps, so 30
+    # steps are fifteen chunks (each row's own range of steps under lengths, reversed too)
     for direction in ("forward", "reverse"):
         check(
             rng,
@@ -437,23 +437,42 @@ def build_c_driver(cc, out, extra=()):
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 def test_c_driver_native(tmp_path):
+    """Every kernel set this CPU runs, every precision, against the driver's own reference."""
     exe = str(tmp_path / "test_core")
     built = build_c_driver("cc", exe)
     assert built.returncode == 0, built.stderr
     ran = subprocess.run([exe], capture_output=True, text=True, timeout=300, check=False)
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    for name in RUNNABLE:
+        for precision in ("float32", "bfloat16", "int8"):
+            assert f"{name} {precision}: largest error" in ran.stdout
+
+
+QEMU_AARCH64 = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
 
 
 @pytest.mark.skipif(
-    shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None,
+    shutil.which("aarch64-linux-gnu-gcc") is None or QEMU_AARCH64 is None,
     reason="no aarch64 cross compiler and qemu",
 )
 def test_c_driver_aarch64(tmp_path):
+    """The NEON sets under qemu, every precision (a third of the reduced-precision grid:
+    tools/test_aarch64.sh runs all of it, and the generic set, which runs natively here);
+    a CPU without dot products (Cortex-A53) is told apart and runs the neon set."""
     exe = str(tmp_path / "test_core_arm")
     built = build_c_driver("aarch64-linux-gnu-gcc", exe, ("-static",))
     assert built.returncode == 0, built.stderr
-    ran = subprocess.run(
-        ["qemu-aarch64", exe], capture_output=True, text=True, timeout=600, check=False
-    )
+
+    def qemu(cpu, *args):
+        return subprocess.run([QEMU_AARCH64, "-cpu", cpu, exe, *args], capture_output=True,
+                              text=True, timeout=600, check=False)
+
+    ran = qemu("max", "--quick", "neon_dotprod", "neon")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "generic" in ran.stdout
+    for name in ("neon_dotprod", "neon"):
+        for precision in ("float32", "bfloat16", "int8"):
+            assert f"{name} {precision}: largest error" in ran.stdout
+    listed = qemu("cortex-a53", "--list")
+    assert "neon_dotprod 0" in listed.stdout.splitlines() and "neon 1" in listed.stdout.splitlines()
+    ran = qemu("cortex-a53", "--quick", "neon")
+    assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -8,9 +8,10 @@
  *
  *   gcc -O3 -pthread -Isrc_c benchmarks/c/kernel_bench.c src_c/gru.c src_c/threads.c \
  *       src_c/isa_*.c -lm -o /tmp/kernel_bench
- *   /tmp/kernel_bench [isa]     products per shape
+ *   /tmp/kernel_bench [isa] [f32|bf16|int8]   products per shape (default f32)
  *   /tmp/kernel_bench --peak    JSON: FMA peak GFLOP/s per ISA (register-only loops, one thread)
- *   /tmp/kernel_bench --step    JSON: us per gru_layer_forward call, one step at batch 1, in C
+ *   /tmp/kernel_bench --step [native|bfloat16|int8]
+ *                               JSON: us per gru_layer_forward call, one step at batch 1, in C
  *                               (tiny I=H=8; model M's two layers), current ISA, one thread
  */
 #include <stdio.h>
@@ -66,7 +67,7 @@ __attribute__((noipa, target("avx2,fma"))) static double peak_avx2(long n)
 static double peak(const char *isa)
 {
 #if GRU_X86_DISPATCH
-    if (strcmp(isa, "avx512") == 0) return peak_avx512(200000);
+    if (strcmp(isa, "avx512") == 0 || strcmp(isa, "avx512bf16") == 0) return peak_avx512(200000);
     if (strcmp(isa, "avx2") == 0) return peak_avx2(200000);
 #endif
     (void)isa;
@@ -113,9 +114,9 @@ static void print_peaks(void)
 }
 
 /* us per one-step forward call of a layer (I, H) at batch 1: median of 15 timings of n calls */
-static double step_us(int I, int H, int n)
+static double step_us(int I, int H, int n, int precision)
 {
-    gru_layer_desc desc = {GRU_FLOAT32, GRU_PRECISION_NATIVE, I, H, 1, 1, GRU_ACT_SIGMOID,
+    gru_layer_desc desc = {GRU_FLOAT32, (gru_precision)precision, I, H, 1, 1, GRU_ACT_SIGMOID,
                            GRU_ACT_TANH, {0, 0}};
     const size_t bytes = gru_layer_packed_bytes(&desc);
     float *W = calloc((size_t)3 * H * I, 4), *R = calloc((size_t)3 * H * H, 4);
@@ -150,22 +151,32 @@ int main(int argc, char **argv)
         return 0;
     }
     if (want && strcmp(want, "--step") == 0) {
-        const double tiny = step_us(8, 8, 20000), l1 = step_us(100, 256, 500), l2 = step_us(256, 128, 500);
-        printf("{\"isa\": \"%s\", \"c_step_tiny_us\": %.3f, \"c_step_M_gru1_us\": %.2f, "
-               "\"c_step_M_gru2_us\": %.2f}\n", gru_isa_current(), tiny, l1, l2);
+        const char *names[] = {"native", "bfloat16", "int8"};
+        int precision = 0;
+        while (argc > 2 && precision < 2 && strcmp(argv[2], names[precision])) precision++;
+        const double tiny = step_us(8, 8, 20000, precision), l1 = step_us(100, 256, 500, precision),
+                     l2 = step_us(256, 128, 500, precision);
+        printf("{\"isa\": \"%s\", \"precision\": \"%s\", \"c_step_tiny_us\": %.3f, "
+               "\"c_step_M_gru1_us\": %.2f, \"c_step_M_gru2_us\": %.2f}\n",
+               gru_isa_current(), names[precision], tiny, l1, l2);
         return 0;
     }
     const gru_isa *isas[] = {
 #if GRU_X86_DISPATCH
-        &gru_isa_avx512, &gru_isa_avx2,
+        &gru_isa_avx512bf16, &gru_isa_avx512, &gru_isa_avx2,
 #endif
         &gru_isa_generic};
+    const char *format_name = argc > 2 ? argv[2] : "f32";
+    const int format = strcmp(format_name, "bf16") == 0   ? GRU_FORMAT_BF16
+                       : strcmp(format_name, "int8") == 0 ? GRU_FORMAT_INT8
+                                                          : GRU_FORMAT_F32;
+    const double weight_bytes = format == GRU_FORMAT_BF16 ? 2 : format == GRU_FORMAT_INT8 ? 1 : 4;
     size_t i, j;
     for (i = 0; i < sizeof(isas) / sizeof(isas[0]); i++) {
         const gru_isa *isa = isas[i];
-        const gru_weight_format *fmt = &isa->format[GRU_FORMAT_F32];
-        if ((want && strcmp(want, isa->name)) || !isa->supported()) continue;
-        printf("%s (panel %d)\n", isa->name, fmt->panel);
+        const gru_weight_format *fmt = &isa->format[format];
+        if ((want && strcmp(want, isa->name)) || !isa->supported() || !fmt->panel) continue;
+        printf("%s %s (panel %d)\n", isa->name, format_name, fmt->panel);
         for (j = 0; j < sizeof(shapes) / sizeof(shapes[0]); j++) {
             const shape s = shapes[j];
             const int N = (s.N + fmt->panel - 1) / fmt->panel * fmt->panel;
@@ -191,7 +202,7 @@ int main(int argc, char **argv)
             printf("  %-38s %8.2f us  %6.1f GFLOP/s", s.what, best * 1e6, flops / best * 1e-9);
             if (best_peak > 0)
                 printf("  (peak now %5.1f: %3.0f%%)", best_peak, 100 * flops / best * 1e-9 / best_peak);
-            if (s.rows == 1) printf("  %6.1f GB/s", (double)s.N * s.K * 4 / best * 1e-9);
+            if (s.rows == 1) printf("  %6.1f GB/s", (double)s.N * s.K * weight_bytes / best * 1e-9);
             printf("\n");
             free(w); free(x); free(y); free(bias); free(packed);
         }

@@ -17,8 +17,8 @@ Frameworks are imported lazily inside build(), so importing this package is chea
 from importlib import import_module
 
 # gru_infer first: every ratio in the report is relative to it.
-MODULES = ("gru_infer_engine", "numpy_reference", "torch_engine", "onnxruntime_engine",
-           "openvino_engine", "openvino_bf16_engine")
+MODULES = ("gru_infer_engine", "gru_infer_bf16_engine", "gru_infer_int8_engine", "numpy_reference",
+           "torch_engine", "onnxruntime_engine", "openvino_engine", "openvino_bf16_engine")
 
 
 def load_all():

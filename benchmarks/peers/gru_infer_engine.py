@@ -17,8 +17,9 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
-def build_model(spec):
-    """The spec's canonical weights as a gru_infer.Model."""
+def build_model(spec, precision="native"):
+    """The spec's canonical weights as a gru_infer.Model, its GRU and Dense
+    weights stored in precision."""
     from gru_infer import Model
     from gru_infer.spec.layers import Dense, GRUCell, Recurrent
 
@@ -26,17 +27,20 @@ def build_model(spec):
               for i, l in enumerate(spec.layers)]
     if spec.dense_W is not None:
         layers.append(Dense("dense", spec.dense_W.T, spec.dense_b, activation="sigmoid"))
-    return Model.sequential(layers, input_shape=(None, spec.input_size))
+    model = Model.sequential(layers, input_shape=(None, spec.input_size))
+    return model.with_precision(precision)
 
 
 class Engine:
     variant = "gru_infer.Model"
 
-    def __init__(self, spec, threads):
+    def __init__(self, spec, threads, precision="native"):
         import gru_infer
 
         gru_infer.set_num_threads(threads or None)  # 0: the default (the core chooses)
-        self.model = build_model(spec)
+        self.model = build_model(spec, precision)
+        if precision != "native":
+            self.variant = f"gru_infer.Model, {precision} weights"
         self.stream = None
         self.out = None
 

@@ -5,7 +5,7 @@ module knows both.)"""
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 from .converters import convert_to_spec, detect_format
 from .converters._files import read_head
@@ -26,22 +26,28 @@ def _check_path(value, what: str) -> None:
                         f"{type(value).__name__}")
 
 
+def _with_precision(model: Model, precision: Optional[str]) -> Model:
+    return model if precision is None else model.with_precision(precision)
+
+
 def convert(src: PathLike, *, config: Union[PathLike, Dict[str, Any], None] = None,
-            **options: Any) -> Model:
+            precision: Optional[str] = None, **options: Any) -> Model:
     """A Model from a checkpoint: Keras (.keras, .h5, .weights.h5 + config; a
     TF SavedModel folder; a TF checkpoint + config),
     PyTorch (.pt state dict, checkpoint or whole module; a state dict saved as
     safetensors), or a gru_infer weight file.  config: the JSON config of a
     Keras weights-only file or TF checkpoint (a path, JSON text or a dict; by
-    default the .json beside it).  options: what a PyTorch state dict cannot say (see
+    default the .json beside it).  precision: "bfloat16" or "int8" to store GRU and
+    Dense weights reduced (Model.with_precision; "native" for full precision; None:
+    as the file says).  options: what a PyTorch state dict cannot say (see
     gru_infer.converters.torch.convert_state_dict)."""
     _check_path(src, "convert")
-    return Model(convert_to_spec(src, config=config, **options))
+    return _with_precision(Model(convert_to_spec(src, config=config, **options)), precision)
 
 
-def load(path: PathLike) -> Model:
+def load(path: PathLike, *, precision: Optional[str] = None) -> Model:
     """A Model from a gru_infer weight file (written by Model.save or
-    gru-infer convert)."""
+    gru-infer convert).  precision: as for convert (None: the file's own)."""
     _check_path(path, "load")
     kind = detect_format(path)  # FileNotFoundError, folders, and what the file really is
     what = {"keras": "a Keras file", "tf_savedmodel": "a TensorFlow SavedModel",
@@ -56,7 +62,7 @@ def load(path: PathLike) -> Model:
         raise FormatError(f"{os.fspath(path)}: not a gru_infer weight file: it does not start "
                           "like a safetensors file (truncated, or another format; "
                           "gru_infer.convert() reads Keras and PyTorch checkpoints)")
-    return Model(spec_file.load(path))
+    return _with_precision(Model(spec_file.load(path)), precision)
 
 
 def from_torch(module: Any, example_input: Any = None, **options: Any) -> Model:

@@ -140,15 +140,16 @@ def _count(n: int, noun: str) -> str:
 
 
 def bench_model_file(path, *, threads=None, batch_sizes=None, steps=100, seconds=1.0,
-                     as_json=False) -> dict:
+                     as_json=False, precision=None) -> dict:
     """gru-infer bench: a heading and the table, or (as_json) the figures as JSON."""
     import json
 
     from .api import convert
 
-    model = convert(path)
+    model = convert(path, precision=precision)
     if not as_json:
-        print(f"{path}: {_count(len(model.layers), 'layer')}, "
+        weights = "" if model.precision == "native" else f" ({model.precision} weights)"
+        print(f"{path}{weights}: {_count(len(model.layers), 'layer')}, "
               f"{_count(model.parameter_count, 'parameter')}; sequences of "
               f"{_count(steps, 'step')}; {seconds:g} s per measurement")
     results = bench_model(model, threads=threads, batch_sizes=batch_sizes, steps=steps,

@@ -123,7 +123,8 @@ def open_model(args, path: Optional[str] = None):
         if what:
             raise CommandError(f"{' '.join(f.split()[0] for f in _given_flags(args))}: for "
                                f"PyTorch checkpoints only, and {path} is {what}")
-    return convert(path, config=getattr(args, "config", None), **options)
+    return convert(path, config=getattr(args, "config", None),
+                   precision=getattr(args, "precision", None), **options)
 
 
 def _not_pytorch(path: str) -> Optional[str]:
@@ -365,13 +366,24 @@ def cmd_bench(args) -> int:
     from .bench import bench_model_file
 
     bench_model_file(args.file, threads=args.threads, batch_sizes=args.batch_sizes,
-                     steps=args.steps, seconds=args.seconds, as_json=args.json)
+                     steps=args.steps, seconds=args.seconds, as_json=args.json,
+                     precision=args.precision)
     return 0
 
 
 # -- the parser ------------------------------------------------------------------------------
 
+PRECISION_HELP = ("store GRU and Dense weights as bfloat16 or int8 (one scale per output row): "
+                  "2x / 4x smaller and faster, with a small stated error (docs/cli.md); native: "
+                  "full precision (default: as the file says)")
+
+
+def _add_precision(parser) -> None:
+    parser.add_argument("--precision", choices=["native", "bfloat16", "int8"], help=PRECISION_HELP)
+
+
 def _add_model_options(parser) -> None:
+    _add_precision(parser)
     parser.add_argument("--config", metavar="JSON",
                         help="Keras weights-only files (.weights.h5) and TF checkpoints: the "
                              "model's JSON config, model.to_json() (default: the .json file "
@@ -416,7 +428,8 @@ EPILOGS = {
   gru-infer convert model.keras model.safetensors
   gru-infer convert model.weights.h5 model.safetensors --config model.json
   gru-infer convert model.pt model.safetensors --forward gru,last_step,fc,sigmoid
-  gru-infer convert model.pt model.safetensors --head-activation sigmoid""",
+  gru-infer convert model.pt model.safetensors --head-activation sigmoid
+  gru-infer convert model.keras model_int8.safetensors --precision int8""",
     "info": """examples:
   gru-infer info model.safetensors
   gru-infer info model.pt --head-on last_step
@@ -435,7 +448,8 @@ examples:
     "bench": """examples:
   gru-infer bench model.safetensors
   gru-infer bench model.safetensors --threads 1,2 --batch-sizes 1,32 --seconds 0.5
-  gru-infer bench model.safetensors --json > timings.json""",
+  gru-infer bench model.safetensors --json > timings.json
+  gru-infer bench model.safetensors --precision bfloat16""",
 }
 
 
@@ -505,6 +519,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=1.0, metavar="S",
                    help="time budget per measurement (default: 1)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_precision(p)
     return parser
 
 

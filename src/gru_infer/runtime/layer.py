@@ -11,6 +11,7 @@ from .._threads import resolve_num_threads
 from ..errors import InputError, InputTypeError
 from ..spec import activations as _acts
 from ..spec.layers import GRUCell
+from ..spec.precision import PRECISIONS
 from .model import _runtime, check_lengths
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class GRU:
 
     W (D, 3H, I), R (D, 3H, H), B (D, 6H) = [Wb | Rb], gate blocks z, r, h.
     The weights' dtype (float32 or float64) is the dtype of the computation.
+    precision: how the weights are stored ("native"; "bfloat16", "int8": float32
+    only, see Model.with_precision).
     Call: ``y, h_n = layer(x, initial_state=None, lengths=None, mask=None)`` with
     x (batch, time, I), y (batch, time, D*H), h_n (D, batch, H).
     """
@@ -60,7 +63,7 @@ class GRU:
     def __init__(self, W: "ArrayLike", R: "ArrayLike", B: Optional["ArrayLike"] = None, *,
                  linear_before_reset: bool = True, direction: str = "forward",
                  activations: Sequence[str] = ("sigmoid", "tanh"), hard_sigmoid: str = "keras3",
-                 num_threads: Optional[int] = None) -> None:
+                 num_threads: Optional[int] = None, precision: str = "native") -> None:
         if direction not in GRU_DIRECTIONS:
             raise InputError(f"direction must be one of {list(GRU_DIRECTIONS)}, got {direction!r}")
         if hard_sigmoid not in _acts.HARD_SIGMOID_VERSIONS:
@@ -78,6 +81,11 @@ class GRU:
             raise InputTypeError(f"W must be float32 or float64 (the compute dtype), got "
                                  f"{W_in.dtype}")
         self.dtype = np.dtype(W_in.dtype.name)  # native byte order
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if precision != "native" and self.dtype != np.float32:
+            raise InputError(f"precision {precision!r} needs float32 weights, got {self.dtype}")
+        self.precision = precision
         D = len(GRU_DIRECTIONS[direction])
         W = _float_array(W_in, "W", self.dtype)
         if W.ndim != 3 or W.shape[0] != D or W.shape[1] % 3 or 0 in W.shape:
@@ -119,7 +127,8 @@ class GRU:
                     reverse = GRU_DIRECTIONS[self.direction]
                     packed = self._packed[isa] = _core.PackedGRU(
                         self.dtype, [(c.W, c.R, c.B, r) for c, r in zip(self._cells, reverse)],
-                        self.linear_before_reset, self.activations[0], self.activations[1])
+                        self.linear_before_reset, self.activations[0], self.activations[1],
+                        self.precision)
         return packed
 
     @property
@@ -130,7 +139,8 @@ class GRU:
     def __repr__(self) -> str:
         return (f"GRU(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"direction={self.direction!r}, linear_before_reset={self.linear_before_reset}, "
-                f"activations={self.activations}, dtype={self.dtype})")
+                f"activations={self.activations}, dtype={self.dtype}"
+                + ("" if self.precision == "native" else f", precision={self.precision!r}") + ")")
 
     def __call__(self, x: "ArrayLike", initial_state: Optional["ArrayLike"] = None,
                  lengths: Optional["ArrayLike"] = None, mask: Optional["ArrayLike"] = None, *,

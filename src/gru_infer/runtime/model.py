@@ -9,6 +9,7 @@ pickle where the extension cannot load.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -138,6 +139,22 @@ class Model:
     def parameter_count(self) -> int:
         """The number of weights in all layers."""
         return self.spec.parameter_count
+
+    @property
+    def precision(self) -> str:
+        """How GRU and Dense weights are stored: "native", "bfloat16" or "int8"."""
+        return self.spec.precision
+
+    def with_precision(self, precision: str) -> "Model":
+        """This model with its GRU and Dense weights stored in precision:
+        "bfloat16" (rounded to nearest even) or "int8" (one scale per output
+        row), or "native"; states, gates, biases and sums stay float32.  A new
+        Model (same spec, precision set); this one is unchanged.  Float32
+        models only.  The error this costs is stated in docs/architecture.md."""
+        from ..spec.precision import check_reducible
+
+        check_reducible(self.spec, precision)
+        return Model(dataclasses.replace(self.spec, precision=precision))
 
     def summary(self) -> str:
         """An aligned table of the layers (kind, inputs, output shape, parameters),

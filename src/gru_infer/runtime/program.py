@@ -33,6 +33,7 @@ class Weights:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.dtype = spec.dtype
+        self.precision = spec.precision  # of GRU and Dense weights
         self._lock = threading.Lock()
         self._made: dict = {}
 
@@ -50,12 +51,13 @@ class Weights:
             cell = cells[0]
             return _core.PackedGRU(self.dtype, [(c.W, c.R, c.B, r) for c, r in zip(cells, reverse)],
                                    cell.linear_before_reset, cell.activations[0],
-                                   cell.activations[1])
+                                   cell.activations[1], self.precision)
         return self._get(("gru", layer.name, engine, _core.ISA_EPOCH), make)
 
     def dense(self, layer, code: int):
         return self._get(("dense", layer.name, code, _core.ISA_EPOCH),
-                         lambda: _core.PackedDense(self.dtype, layer.kernel, layer.bias, code))
+                         lambda: _core.PackedDense(self.dtype, layer.kernel, layer.bias, code,
+                                                   self.precision))
 
     def cast(self, array: np.ndarray) -> np.ndarray:
         return self._get(("cast", id(array)),

@@ -9,6 +9,15 @@ __metadata__ ("config"); each layer's tensors are stored as
 checks what it does not: that the config is a well-formed model and that the
 tensors are exactly those the config needs, in the shapes it needs - before
 reading any tensor data.
+
+A model with reduced-precision weights (precision "bfloat16" or "int8") stores
+its GRU and Dense weights reduced, so the file shrinks (2x, 4x): bfloat16 as
+uint16 bit patterns; int8 as int8 plus "<tensor>.scale", float32, one scale
+per output row (spec/precision.py).  The config's "tensor_encoding" names
+each reduced tensor and its encoding; reading decodes them back to float32,
+the exact values the kernels run (the model's canonical weights).  Such files
+are format version 3; every other file is still written as version 2, which
+older readers read.
 """
 
 from __future__ import annotations
@@ -17,16 +26,19 @@ import collections
 import json
 import os
 import tempfile
+from typing import Optional
 
 import numpy as np
 
 from ..errors import FormatError
-from . import activations
+from . import activations, precision
 from .graph import INPUT, Input, ModelSpec, Node
 from .kinds import LAYER_KINDS
 
 FORMAT_NAME = "gru_infer"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this reads
+PLAIN_VERSION = 2  # what files without reduced tensors are written as
+ENCODINGS = precision.REDUCED  # tensor_encoding values
 MAX_LAYERS = 10_000
 MAX_CONFIG_BYTES = 64 << 20
 MAX_JSON_DEPTH = 64
@@ -38,12 +50,10 @@ def save(spec: ModelSpec, path) -> None:
     """Write spec to path atomically (a temporary file, then a rename)."""
     from safetensors.numpy import save_file
 
-    tensors = {}
-    for node in spec.nodes:
-        for key, value in node.layer.tensors().items():
-            tensors[f"{node.layer.name}/{key}"] = np.ascontiguousarray(value)
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-                "config": json.dumps(describe(spec))}
+    tensors, encoding = stored_tensors(spec)
+    config = describe(spec, encoding)
+    metadata = {"format": FORMAT_NAME, "format_version": str(config["format_version"]),
+                "config": json.dumps(config)}
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".gru_infer-", suffix=".tmp", dir=directory)
@@ -56,11 +66,31 @@ def save(spec: ModelSpec, path) -> None:
         raise
 
 
-def describe(spec: ModelSpec) -> dict:
-    """The JSON-able description of spec (its tensors apart)."""
+def stored_tensors(spec: ModelSpec) -> tuple:
+    """({stored name: array}, {stored name: encoding} of the reduced ones)."""
+    tensors, encoding = {}, {}
+    reduce = spec.precision in precision.REDUCED
+    for node in spec.nodes:
+        for key, value in node.layer.tensors().items():
+            name = f"{node.layer.name}/{key}"
+            axis = precision.scale_axis(node.layer.kind, key) if reduce else None
+            if axis is None:
+                tensors[name] = np.ascontiguousarray(value)
+            elif spec.precision == "bfloat16":
+                tensors[name] = precision.bf16_bits(value)
+            else:
+                tensors[name], tensors[f"{name}.scale"] = precision.int8_quantise(value, axis)
+            if axis is not None:
+                encoding[name] = spec.precision
+    return tensors, encoding
+
+
+def describe(spec: ModelSpec, encoding: Optional[dict] = None) -> dict:
+    """The JSON-able description of spec (its tensors apart); encoding: the
+    reduced tensors stored (stored_tensors), which make it version 3."""
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if encoding else PLAIN_VERSION,
         "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in spec.inputs],
         "layers": [{"name": n.layer.name, "kind": n.layer.kind,
                     "inputs": [list(i) for i in n.inputs],
@@ -69,6 +99,7 @@ def describe(spec: ModelSpec) -> dict:
         "outputs": [list(o) for o in spec.outputs],
         "time_major": spec.time_major,
         "precision": spec.precision,
+        **({"tensor_encoding": dict(encoding)} if encoding else {}),
         "source": spec.source,
     }
 
@@ -107,6 +138,8 @@ def _load(path) -> ModelSpec:
             metadata = dict(f.metadata() or {})
             config = _config_of(metadata)
             required, optional = _tensor_names(config)
+            encoding = _encoding_of(config, required | optional)
+            required |= {f"{name}.scale" for name, how in encoding.items() if how == "int8"}
             present = set(f.keys())
             missing, extra = sorted(required - present), sorted(present - required - optional)
             if missing or extra:
@@ -117,7 +150,50 @@ def _load(path) -> ModelSpec:
             tensors = {name: f.get_tensor(name) for name in sorted(present)}
     except SafetensorError as error:
         raise FormatError(f"not a valid safetensors file ({error})") from error
-    return from_description(config, tensors)
+    return from_description(config, _decoded(config, tensors, encoding))
+
+
+def _encoding_of(config: dict, names: set) -> dict:
+    """The config's tensor_encoding, checked: reduced tensors the config has,
+    of layers whose kernels read them reduced."""
+    encoding = config.get("tensor_encoding", {})
+    if not isinstance(encoding, dict):
+        raise FormatError("the model config's tensor_encoding must be an object")
+    kinds = {entry["name"]: entry.get("kind") for entry in config["layers"]}
+    for name, how in encoding.items():
+        layer, _, key = str(name).partition("/")
+        if how not in ENCODINGS:
+            raise FormatError(f"tensor {name!r}: unknown encoding {how!r}; this gru_infer "
+                              f"reads {list(ENCODINGS)}")
+        if name not in names or precision.scale_axis(kinds.get(layer), key) is None:
+            raise FormatError(f"tensor {name!r} is stored as {how}, but it is not a GRU or "
+                              "Dense weight of the model config")
+    return encoding
+
+
+def _decoded(config: dict, tensors: dict, encoding: dict) -> dict:
+    """tensors with the reduced ones back in float32 (dtypes and shapes checked)."""
+    kinds = {entry["name"]: entry.get("kind") for entry in config["layers"]}
+    out = dict(tensors)
+    for name, how in encoding.items():
+        layer, _, key = name.partition("/")
+        stored = tensors[name]
+        if how == "bfloat16":
+            if stored.dtype != np.uint16:
+                raise FormatError(f"tensor {name!r} is stored as bfloat16 and must be uint16 "
+                                  f"bit patterns, got {stored.dtype}")
+            out[name] = precision.from_bf16_bits(stored)
+            continue
+        scale = out.pop(f"{name}.scale")
+        axis = precision.scale_axis(kinds[layer], key)
+        want = stored.shape[:axis] + stored.shape[axis + 1:]
+        if stored.dtype != np.int8 or stored.ndim != 2 or scale.dtype != np.float32 \
+                or scale.shape != want:
+            raise FormatError(f"tensor {name!r} is stored as int8: it must be a 2-D int8 array "
+                              f"with float32 scales of shape {want}, got {stored.dtype} "
+                              f"{stored.shape} and {scale.dtype} {scale.shape}")
+        out[name] = precision.int8_dequantise(stored, scale, axis)
+    return out
 
 
 def _config_of(metadata: dict) -> dict:

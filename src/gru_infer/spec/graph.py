@@ -15,9 +15,9 @@ from typing import Optional
 import numpy as np
 
 from .layers import Layer, Recurrent, compute_dtype
+from .precision import PRECISIONS
 
 INPUT = "input"  # the name of a model's input when it has one and no name is given
-PRECISIONS = ("native", "bfloat16", "int8")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ModelSpec:
     batch-first data.  source: where the model came from (framework,
     version, format, file; the forward a converter assumed).  precision:
     how the runtime stores GRU and Dense weights ("native": in the compute
-    dtype; "bfloat16"; "int8").
+    dtype; "bfloat16"; "int8": see spec/precision.py; float32 models only).
     """
 
     inputs: tuple
@@ -92,6 +92,9 @@ class ModelSpec:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.shapes()  # validates the whole graph
+        if self.precision != "native" and self.dtype != np.float32:
+            raise ValueError(f"precision {self.precision!r} needs a float32 model; this one "
+                             f"computes in {self.dtype}")
 
     # -- lookups ---------------------------------------------------------------
 
