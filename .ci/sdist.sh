@@ -22,7 +22,8 @@ names = [n.split("/", 1)[1] for n in tarfile.open(sys.argv[1]).getnames() if "/"
 need = ["LICENSE", "README.md", "pyproject.toml", "setup.py", "src_c/gru.h", "src_c/gru.c",
         "src/gru_infer/runtime/_core.pyx", "src/gru_infer/runtime/_core.pxd",
         "src/gru_infer/py.typed", "src/gru_infer/data/waveforms.safetensors",
-        "tests/conftest.py", "tests/test_cli.py", "tests/fixtures/torch/manifest.json"]
+        "tests/conftest.py", "tests/test_cli.py", "tests/fixtures/torch/manifest.json",
+        "benchmarks/peers/gru_infer_engine.py", "tools/fuzz.py"]
 missing = [n for n in need if n not in names]
 generated = [n for n in names if n.endswith((".so", ".o", ".pyc", ".html"))
              or (n.startswith("src/gru_infer/") and n.endswith(".c"))]
