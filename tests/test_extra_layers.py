@@ -31,8 +31,8 @@ def run(layer, x, dtype=np.float32, mask_value=None):
 
 
 @pytest.mark.parametrize("padding, strides, dilation, groups",
-                         itertools.product(["valid", "same", "causal", (2, 1)], [1, 2, 3], [1, 2],
-                                           [1, 2]))
+                         list(itertools.product(["valid", "same", "causal", (2, 1)], [1, 2, 3], [1, 2],
+                                                [1, 2])))
 def test_conv1d_matches_the_reference(padding, strides, dilation, groups, rng):
     if padding == "causal" and strides > 1:
         pytest.skip("Keras refuses causal convolutions with strides")
@@ -51,7 +51,7 @@ def test_conv1d_matches_the_reference(padding, strides, dilation, groups, rng):
 
 
 @pytest.mark.parametrize("mode, pool_size, strides, padding",
-                         itertools.product(["max", "average"], [1, 2, 3], [1, 2, 3], ["valid", "same"]))
+                         list(itertools.product(["max", "average"], [1, 2, 3], [1, 2, 3], ["valid", "same"])))
 def test_pooling_matches_the_reference(mode, pool_size, strides, padding, rng):
     layer = Pooling1D("pool", mode, pool_size, strides, padding)
     for steps in (1, 5, 8):

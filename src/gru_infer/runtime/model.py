@@ -400,7 +400,7 @@ def check_input(spec_input: Input, value, time_major: bool, named: bool) -> np.n
             if not (np.all(np.isfinite(x)) and np.all(x == np.round(x))):
                 raise InputTypeError(f"{where} takes integer token ids; got {x.dtype} values "
                                      "that are not whole numbers")
-            if x.size and np.max(np.abs(x)) >= 2.0**62:  # would not survive the cast to int64
+            if x.size and float(np.max(np.abs(x))) >= 2.0**62:  # would not survive the cast to int64
                 raise InputError(f"{where} takes token ids; got {np.max(np.abs(x)):g}, beyond "
                                  "any vocabulary")
     elif x.dtype.kind != "f":
