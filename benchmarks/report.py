@@ -31,8 +31,8 @@ def _find(doc, workload, engine, threads):
     return None
 
 
-def latency_table(doc) -> list:
-    engines = _engines(doc)
+def latency_table(doc, skip=()) -> list:
+    engines = [e for e in _engines(doc) if e not in skip]
     lines = ["| workload | thr | " + " | ".join(engines) + " |", "|---|---|" + "---|" * len(engines)]
     for w in ORDER:
         unit, scale = UNITS[w]
@@ -254,6 +254,21 @@ def contention_table(doc) -> list:
     lines.append("- 1-min load average after each: " + ", ".join(loads))
     lines += [f"- error: {e.splitlines()[0]}" for e in c["errors"]]
     return lines
+
+
+def readme_summary(doc) -> str:
+    """The README's table: p50 latency beside the peers, and the CPU it was measured on."""
+    m = doc["machine"]
+    precision = precision_table(doc)
+    return "\n".join([
+        f"Measured on {m['cpu']} ({m['cores']} cores visible), {doc['started'][:10]}, with "
+        f"`{doc['command']}`. p50 / p99; ×ratio = peer p50 / gru_infer p50 (>1: gru_infer is faster). "
+        "The full report (best calls, throughput, errors, floors, contention) is written to "
+        "`benchmarks/results/results.md`.", "",
+        *latency_table(doc, skip=("numpy_reference",)), "",
+        *(["Reduced-precision weights (`precision=\"bf16\"` / `\"int8\"`):", "", *precision, ""]
+          if precision else []),
+    ])
 
 
 def markdown(doc) -> str:

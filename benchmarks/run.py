@@ -1,5 +1,5 @@
 """CLI: python -m benchmarks.run [--threads 1,2] [--workloads W1,W2,W3,W4,sweep] [--quick] [--out DIR]
-                                  [--contention]
+                                  [--contention] [--rounds N] [--readme]
 
 Runs benchmarks.worker once per thread count, each in a fresh interpreter whose
 environment fixes OMP/OpenBLAS/MKL thread counts before anything is imported,
@@ -9,6 +9,8 @@ then merges the workers' JSON into <out>/results.json, <out>/results.md and
 --contention adds W1 and W2 at each engine's default thread settings three ways:
 quiet; with the engines at nice 10 while one nice-0 busy loop holds a core; and at
 equal priority with every core held by a busy loop; reported as p50 against quiet p50.
+
+--readme also rewrites the table between README.md's benchmark-table markers.
 """
 
 from __future__ import annotations
@@ -27,11 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import markdown
+from .report import markdown, readme_summary
 
 REPO = Path(__file__).resolve().parent.parent
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 KNOWN = ("W1", "W2", "W3", "W4", "sweep")
+README_MARKERS = ("<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->")
+
+
+def write_readme_table(readme: Path, table: str) -> None:
+    text = readme.read_text()
+    start, end = README_MARKERS
+    head, sep, rest = text.partition(start)
+    _, sep2, tail = rest.partition(end)
+    if not (sep and sep2):
+        raise SystemExit(f"{readme}: the markers {start} and {end} are not there; table not written")
+    readme.write_text(f"{head}{start}\n{table.strip()}\n{end}{tail}")
 
 
 def cpu_details() -> str:
@@ -206,6 +219,8 @@ def main(argv=None):
                    help="split each engine's repeats over this many passes through the engines")
     p.add_argument("--contention", action="store_true",
                    help="also W1/W2 at default threads: quiet, niced beside one busy core, every core busy")
+    p.add_argument("--readme", action="store_true",
+                   help="rewrite the latency table in README.md (between its benchmark-table markers)")
     args = p.parse_args(argv)
 
     wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -236,6 +251,9 @@ def main(argv=None):
         md += f"\nNo plot: {exc}\n"
     (out / "results.md").write_text(md)
     print(md)
+    if args.readme:
+        write_readme_table(REPO / "README.md", readme_summary(doc))
+        print(f"README.md: benchmark table rewritten from {out / 'results.json'}")
 
 
 if __name__ == "__main__":
