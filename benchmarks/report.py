@@ -261,12 +261,14 @@ def readme_summary(doc) -> str:
     m = doc["machine"]
     precision = precision_table(doc)
     return "\n".join([
-        f"Measured on {m['cpu']} ({m['cores']} cores visible), {doc['started'][:10]}, with "
+        f"Measured on {m['cpu']} ({m['cores']} cores visible; {m.get('cpu_details', '')}), "
+        f"{doc['started'][:10]}, with "
         f"`{doc['command']}`. p50 / p99; ×ratio = peer p50 / gru_infer p50 (>1: gru_infer is faster). "
         "The full report (best calls, throughput, errors, floors, contention) is written to "
         "`benchmarks/results/results.md`.", "",
-        *latency_table(doc, skip=("numpy_reference",)), "",
-        *(["Reduced-precision weights (`precision=\"bf16\"` / `\"int8\"`):", "", *precision, ""]
+        *latency_table(doc, skip=("numpy_ref",) + tuple(e for _, e in PRECISION_ROWS)), "",
+        *(["Reduced-precision weights (`with_precision(\"bfloat16\")` / `(\"int8\")`): each row's p50, "
+           "the peers' p50 over it, and the max abs error against the float32 reference:", "", *precision, ""]
           if precision else []),
     ])
 

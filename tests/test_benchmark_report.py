@@ -16,17 +16,20 @@ def result(workload, engine, p50_us, title="model M"):
 
 
 DOC = {"command": "python -m benchmarks.run --threads 1 --readme", "started": "2026-12-01T14:00:00",
-       "machine": {"cpu": "Test CPU 9000", "cores": 2},
+       "machine": {"cpu": "Test CPU 9000", "cores": 2, "cpu_details": "avx512f"},
        "runs": [{"threads": 1, "results": [result("W1", "gru_infer", 20.0),
                                            result("W1", "onnxruntime", 30.0),
-                                           result("W1", "numpy_reference", 900.0)]}]}
+                                           result("W1", "numpy_ref", 900.0),
+                                           result("W1", "gru_infer_bf16", 10.0)]}]}
 
 
-def test_the_summary_names_the_cpu_and_gives_ratios_without_the_numpy_reference():
+def test_the_summary_names_the_cpu_and_gives_ratios_beside_the_peers_only():
     text = readme_summary(DOC)
-    assert "Test CPU 9000" in text and "2026-12-01" in text
-    assert "| gru_infer | onnxruntime |" in text
-    assert "numpy_reference" not in text
+    assert "Test CPU 9000" in text and "avx512f" in text and "2026-12-01" in text
+    latency = text.split("Reduced-precision")[0]
+    assert "| gru_infer | onnxruntime |" in latency
+    assert "numpy_ref" not in latency and "bf16" not in latency
+    assert "| W1 [µs] | 1 | 20 | 10 |" in text  # the precision table, with the bf16 row
     assert "20 / 40" in text and "30 / 60 (×1.50)" in text
 
 

@@ -354,7 +354,7 @@ def _tf_folders(prefix):
 
 
 def _safetensors_seeds(work):
-    """gru_infer weight files made from the fixtures, plus PyTorch state dicts
+    """gru_infer weight files made from the fixtures (plain and reduced precision), plus PyTorch state dicts
     saved with safetensors, plus the packaged demo model."""
     import warnings
 
@@ -372,6 +372,12 @@ def _safetensors_seeds(work):
         out = os.path.join(work, os.path.basename(source) + ".safetensors")
         if not os.path.exists(out):
             gru_infer.convert(os.path.join(FIXTURES, source)).save(out)
+        seeds.append(out)
+    for precision in ("bfloat16", "int8"):  # version 3 files: reduced tensors and their encodings
+        out = os.path.join(work, f"bigru2_linear_sd.{precision}.safetensors")
+        if not os.path.exists(out):
+            gru_infer.convert(os.path.join(FIXTURES, "torch/bigru2_linear_sd.pt"),
+                              precision=precision).save(out)
         seeds.append(out)
     for source in ["torch/gru_nobias.pt", "torch/float64.pt"]:
         out = os.path.join(work, os.path.basename(source) + ".state_dict.safetensors")
