@@ -11,6 +11,8 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 git ls-files | cut -d/ -f1 | sort -u | xargs -I{} cp -r {} "$scratch"/  # the tracked tree
 find "$scratch/src" \( -name '*.so' -o -name '_core.c' \) -delete
+# An in-place build_ext needs the build requirements (pip's isolated builds left none behind).
+python3 -m pip install -q "Cython>=3.0" "numpy>=2.0" "scipy>=1.9"
 if ! (cd "$scratch" && GRU_INFER_SANITIZE=1 python3 setup.py build_ext --inplace -q \
         >"$scratch/build.log" 2>&1); then
     cat "$scratch/build.log"
