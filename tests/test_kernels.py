@@ -448,6 +448,17 @@ def test_c_driver_native(tmp_path):
             assert f"{name} {precision}: largest error" in ran.stdout
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_c_driver_built_without_threads(tmp_path):
+    """The branch compilers without GNU atomics get (every section run by the caller)
+    builds warning-free and computes the same."""
+    exe = str(tmp_path / "test_core_no_threads")
+    built = build_c_driver("cc", exe, extra=("-DGRU_NO_THREADS",))
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([exe, "--quick"], capture_output=True, text=True, timeout=300, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
 QEMU_AARCH64 = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
 
 
