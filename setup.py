@@ -61,7 +61,8 @@ if os.environ.get("GRU_INFER_SANITIZE") == "1":
 C_SOURCES = ["src_c/gru.c", "src_c/threads.c", "src_c/isa_generic.c", "src_c/isa_avx2.c",
              "src_c/isa_avx512.c", "src_c/isa_avx512bf16.c", "src_c/isa_neon.c"]
 C_HEADERS = ["src_c/gru.h", "src_c/isa.h", "src_c/threads.h", "src_c/activations.h",
-             "src_c/elementwise_impl.h", "src_c/panel_kernels_impl.h", "src_c/panel_reduced_impl.h"]
+             "src_c/elementwise_impl.h", "src_c/panel_kernels_impl.h", "src_c/panel_reduced_impl.h",
+             "src_c/template_end.h"]
 
 extension = Extension(
     "gru_infer.runtime._core",

@@ -34,14 +34,7 @@ static int avx2_supported(void)
 #define GRU_MAX_ROWS 6 /* 2 panels x 6 rows: 12 accumulators + 2 weights of 16 registers */
 #include "elementwise_impl.h"
 #include "panel_kernels_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 #define REAL double
 #define GRU_NAME(x) avx2_##x##_f64
@@ -53,23 +46,14 @@ static int avx2_supported(void)
 #define GRU_MAX_ROWS 6
 #include "elementwise_impl.h"
 #include "panel_kernels_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 /* bf16 and int8 weights (isa.h pair / quad layouts), widened in registers */
 #define GRU_NAME(x) avx2_##x
 #define GRU_PANEL 8
 #define GRU_MAX_ROWS 6
 #include "panel_reduced_impl.h"
-#undef GRU_NAME
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

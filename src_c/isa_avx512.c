@@ -36,12 +36,7 @@ int gru_avx512_supported(void)
 #define GRU_FABS fabsf
 #define GRU_LOG logf
 #include "elementwise_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
+#include "template_end.h"
 
 /*
  * float32 product (isa.h gru_matmul_fn), panel-major weights, 16 columns a
@@ -220,9 +215,7 @@ void gru_avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n_va
 #define GRU_PANEL 16
 #define GRU_MAX_ROWS 12
 #include "panel_reduced_impl.h"
-#undef GRU_NAME
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 #define REAL double
 #define GRU_NAME(x) avx512_##x##_f64
@@ -234,14 +227,7 @@ void gru_avx512_matmul_f32(const void *w, int K, int N, int c0, int c1, int n_va
 #define GRU_MAX_ROWS 12
 #include "elementwise_impl.h"
 #include "panel_kernels_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 /* What the AVX-512 BF16/VNNI set (isa_avx512bf16.c) runs unchanged. */
 void gru_avx512_matmul_f64(const void *w, int K, int N, int c0, int c1, int n_valid, int rows,

@@ -29,12 +29,7 @@ static int generic_supported(void) { return 1; }
 #define GRU_FABS fabsf
 #define GRU_LOG logf
 #include "elementwise_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
+#include "template_end.h"
 
 #define REAL double
 #define GRU_NAME(x) generic_##x##_f64
@@ -43,12 +38,7 @@ static int generic_supported(void) { return 1; }
 #define GRU_FABS fabs
 #define GRU_LOG log
 #include "elementwise_impl.h"
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
-#undef REAL
-#undef GRU_NAME
+#include "template_end.h"
 
 /* The layout and the product, once per dtype. */
 #define GENERIC_KERNELS(REAL, SUFFIX, GEMM)                                                        \

@@ -53,12 +53,7 @@ static int neon_dotprod_supported(void)
 #define GRU_FABS fabsf
 #define GRU_LOG logf
 #include "elementwise_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
+#include "template_end.h"
 
 #define REAL double
 #define GRU_NAME(x) neon_##x##_f64
@@ -70,14 +65,7 @@ static int neon_dotprod_supported(void)
 #define GRU_MAX_ROWS 6
 #include "elementwise_impl.h"
 #include "panel_kernels_impl.h"
-#undef REAL
-#undef GRU_NAME
-#undef GRU_EXP
-#undef GRU_TANH
-#undef GRU_FABS
-#undef GRU_LOG
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 /* bf16 and int8 weights widened in registers: 8 columns a panel, so 2 panels x
  * 4 rows of sums are 16 of the 32 registers */
@@ -85,9 +73,7 @@ static int neon_dotprod_supported(void)
 #define GRU_PANEL 8
 #define GRU_MAX_ROWS 4
 #include "panel_reduced_impl.h"
-#undef GRU_NAME
-#undef GRU_PANEL
-#undef GRU_MAX_ROWS
+#include "template_end.h"
 
 /* ---- float32 product ------------------------------------------------------------ */
 

@@ -16,10 +16,11 @@ import zipfile
 import zlib
 
 from ..errors import FormatError
+from ..spec.file import MAX_JSON_DEPTH, json_depth
 
-# JSON (a Keras config, metadata.json, a weights-only file's config).
+# JSON (a Keras config, metadata.json, a weights-only file's config); its
+# nesting is bounded as the weight file's config is (MAX_JSON_DEPTH).
 MAX_JSON_BYTES = 64 << 20
-MAX_JSON_DEPTH = 64
 # Zip members: what one member may inflate to, in all and relative to its
 # compressed size (float weights hardly compress; a bomb compresses 1000:1).
 MAX_MEMBER_BYTES = 4 << 30
@@ -36,16 +37,6 @@ MAX_NAMES = 100_000
 MAX_ATTRIBUTE_CHUNKS = 10_000
 
 _CHUNK = 1 << 20
-
-
-def json_depth(value, limit: int = MAX_JSON_DEPTH + 1) -> int:
-    """Nesting depth of a parsed JSON value, counted iteratively (stops past limit)."""
-    depth, level = 0, [value]
-    while level and depth <= limit:
-        depth += 1
-        level = [v for item in level if isinstance(item, (dict, list))
-                 for v in (item.values() if isinstance(item, dict) else item)]
-    return depth
 
 
 def load_json(data, what: str, *, max_bytes: int = MAX_JSON_BYTES,

@@ -18,6 +18,7 @@ PyTorch packs gates r, z, n; the canonical form is z, r, h (ONNX).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -230,17 +231,11 @@ def convert_torch(path, *, forward=None, prefix=None, head=None, head_activation
                                    batch_first=batch_first).items() if v is not None}
     modules = [(p, kind, m.attributes.get("batch_first") if kind == "GRU" else None)
                for p, kind, m in _pickled_modules(obj)]
-    try:
+    with _errors_named(path):
         if not state:
             raise TorchConversionError("the checkpoint holds no named tensors")
         return _convert_with_modules(state, modules, given, forward=forward, head_on=head_on,
                                      strict=strict, source=source)
-    except TorchConversionError as error:
-        raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
-    except GruInferError:
-        raise
-    except _STATE_DICT_ERRORS as error:
-        raise _unexpected(path, error) from error
 
 
 def _convert_with_modules(state, modules, given, *, forward, **options) -> ModelSpec:
@@ -262,9 +257,18 @@ _STATE_DICT_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeErro
                       OverflowError)
 
 
-def _unexpected(path, error: BaseException) -> TorchConversionError:
-    return TorchConversionError(f"{os.fspath(path)}: its tensors do not form a GRU model "
-                                f"({type(error).__name__}: {error})")
+@contextlib.contextmanager
+def _errors_named(path):
+    """Conversion errors name the file; odd tensors' errors become conversion errors."""
+    try:
+        yield
+    except TorchConversionError as error:
+        raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
+    except GruInferError:
+        raise
+    except _STATE_DICT_ERRORS as error:
+        raise TorchConversionError(f"{os.fspath(path)}: its tensors do not form a GRU model "
+                                   f"({type(error).__name__}: {error})") from error
 
 
 def read_safetensors_state_dict(path) -> dict:
@@ -284,15 +288,9 @@ def convert_safetensors_state_dict(path, *, batch_first=None, **options) -> Mode
     tensors = read_safetensors_state_dict(path)
     source = {"framework": "pytorch", "format": ".safetensors",
               "file": os.path.basename(os.fspath(path))}
-    try:
+    with _errors_named(path):
         return convert_state_dict(tensors, batch_first=True if batch_first is None else batch_first,
                                   source=source, **options)
-    except TorchConversionError as error:
-        raise TorchConversionError(f"{os.fspath(path)}: {error}") from None
-    except GruInferError:
-        raise
-    except _STATE_DICT_ERRORS as error:
-        raise _unexpected(path, error) from error
 
 
 def describe_torch_file(path) -> str:

@@ -210,7 +210,7 @@ def _config_of(metadata: dict) -> dict:
         raise FormatError(f"the model config is not valid JSON ({error})") from error
     if not isinstance(config, dict):
         raise FormatError("the model config must be a JSON object")
-    if _depth(config) > MAX_JSON_DEPTH:
+    if json_depth(config) > MAX_JSON_DEPTH:
         raise FormatError(f"the model config nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         version = int(config.get("format_version", metadata.get("format_version")))
@@ -280,8 +280,9 @@ def _check_structure(config: dict) -> None:
         raise FormatError("the model config's source must be an object")
 
 
-def _depth(value, limit: int = MAX_JSON_DEPTH + 1) -> int:
-    """Nesting depth of a JSON value (stops counting past limit)."""
+def json_depth(value, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """Nesting depth of a parsed JSON value, counted iteratively (stops past limit);
+    the converters bound the JSON in checkpoints with it too."""
     depth, level = 0, [value]
     while level and depth <= limit:
         depth += 1
