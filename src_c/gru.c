@@ -349,6 +349,24 @@ static int valid_layer_desc(const gru_layer_desc *d)
            (d->num_directions == 1 || d->reverse[1] == 0 || d->reverse[1] == 1);
 }
 
+/* The fields every packed buffer's header starts with (format f of the ISA's table). */
+static void header_start(pack_header *h, int kind, const gru_isa *isa, int f, int dtype,
+                         int precision, int inputs, int units)
+{
+    memset(h, 0, sizeof(*h));
+    memcpy(h->magic, PACK_MAGIC, sizeof(PACK_MAGIC));
+    h->version = PACK_VERSION;
+    h->kind = (uint32_t)kind;
+    strncpy(h->isa, isa->name, sizeof(h->isa) - 1);
+    h->dtype = dtype;
+    h->precision = precision;
+    h->format = f;
+    h->panel = isa->format[f].panel;
+    h->inputs = inputs;
+    h->units = units;
+    h->units_padded = (int)round_up(units, isa->format[f].panel);
+}
+
 /* Fills the header of a layer buffer for the current ISA; 0 when unsupported. */
 static int layer_layout(const gru_layer_desc *desc, pack_header *h)
 {
@@ -359,18 +377,8 @@ static int layer_layout(const gru_layer_desc *desc, pack_header *h)
     if (!valid_layer_desc(desc)) return 0;
     fmt = format_for(isa, desc->dtype, desc->precision, &f);
     if (!fmt) return 0;
-    memset(h, 0, sizeof(*h));
-    memcpy(h->magic, PACK_MAGIC, sizeof(PACK_MAGIC));
-    h->version = PACK_VERSION;
-    h->kind = PACK_LAYER;
-    strncpy(h->isa, isa->name, sizeof(h->isa) - 1);
-    h->dtype = desc->dtype;
-    h->precision = desc->precision;
-    h->format = f;
-    h->panel = fmt->panel;
-    h->inputs = desc->input_size;
-    h->units = desc->hidden_size;
-    h->units_padded = (int)round_up(desc->hidden_size, fmt->panel);
+    header_start(h, PACK_LAYER, isa, f, desc->dtype, desc->precision, desc->input_size,
+                 desc->hidden_size);
     h->num_directions = desc->num_directions;
     h->linear_before_reset = desc->linear_before_reset;
     h->gate_act = desc->gate_act;
@@ -932,18 +940,8 @@ static int dense_layout(const gru_dense_desc *desc, pack_header *h)
     if (!valid_dense_desc(desc)) return 0;
     fmt = format_for(isa, desc->dtype, desc->precision, &f);
     if (!fmt) return 0;
-    memset(h, 0, sizeof(*h));
-    memcpy(h->magic, PACK_MAGIC, sizeof(PACK_MAGIC));
-    h->version = PACK_VERSION;
-    h->kind = PACK_DENSE;
-    strncpy(h->isa, isa->name, sizeof(h->isa) - 1);
-    h->dtype = desc->dtype;
-    h->precision = desc->precision;
-    h->format = f;
-    h->panel = fmt->panel;
-    h->inputs = desc->in_features;
-    h->units = desc->out_features;
-    h->units_padded = (int)round_up(desc->out_features, fmt->panel);
+    header_start(h, PACK_DENSE, isa, f, desc->dtype, desc->precision, desc->in_features,
+                 desc->out_features);
     h->num_directions = 1;
     h->gate_act = desc->act;
     h->offset[0][PART_W] = HEADER_BYTES;
