@@ -112,3 +112,20 @@ def test_stated_forwards_refuse_what_they_cannot_honour(rng):
         _stated(state, ["fc", "last_step"], strict=False)
     model = _stated(state, ["gru", "last_step", "fc"], strict=False)
     assert model.layers[-1].units == 2
+
+
+def test_modules_named_as_forward_names_them_inside_a_training_checkpoint(rng):
+    """A checkpoint keeps the model's state dict under its own key ("model_state_dict.");
+    forward= names modules as the model does, and a name two modules end with is refused."""
+    fc = _linear(rng, 6, 2)
+    inner = _gru_state(rng, "encoder.rnn.", 3, 6) | {f"fc.{k}": v for k, v in fc.items()}
+    state = {f"model_state_dict.{k}": v for k, v in inner.items()}
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    y, _ = _torch_gru(x, inner, "encoder.rnn.", 0)
+    expected = y[:, -1] @ fc["weight"].T + fc["bias"]
+    for forward in (["encoder.rnn", "last_step", "fc"], ["rnn", "last_step", "fc"],
+                    ["model_state_dict.encoder.rnn", "last_step", "model_state_dict.fc"]):
+        np.testing.assert_allclose(_stated(state, forward)(x), expected, atol=1e-5)
+    twice = state | {f"ema.{k}": v for k, v in inner.items()}
+    with pytest.raises(TorchConversionError, match="'encoder.rnn' names several modules.*'ema.encoder.rnn'"):
+        _stated(twice, ["encoder.rnn", "last_step", "fc"], strict=False)

@@ -37,7 +37,7 @@ _FLAG_NAMES: List[Tuple[str, Union[str, Callable[[re.Match], str]]]] = [
     (r"\bforward=\[\.\.\.\]", "--forward ITEM[,ITEM...]"),
     (r"\bforward=\[([^\]]*)\]",
      lambda m: "--forward " + ",".join(i.strip().strip("'\"") for i in m[1].split(","))),
-    (r"\bforward=", "--forward "),
+    (r"\bforward= ?", "--forward "),
     (r"\bhead=\[\.\.\.\]", "--head PREFIX[,PREFIX...]"),
     (r"\bbatch_first=False\b", "--time-major"),
     (r"\bstrict=False\b", "--no-strict"),

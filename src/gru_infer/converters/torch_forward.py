@@ -113,12 +113,29 @@ class ForwardBuilder:
             self.size = hidden
         self.kind = "vector"
 
-    def module(self, prefix: str, position: int) -> None:
+    def resolve(self, prefix: str) -> str:
+        """The state dict's prefix for a module the user named: itself, or the one prefix
+        that ends with it (a training checkpoint keeps the model's state dict under a key
+        such as "model_state_dict.", which forward() does not mention)."""
+        if prefix == "." or self.keys_of(prefix):
+            return prefix
+        found = set()
+        for k in self.state:
+            at = k.find("." + prefix + ".")
+            if at >= 0:
+                found.add(k[:at + 1 + len(prefix)])
+        if len(found) > 1:
+            raise self.error(f"forward= item {prefix!r} names several modules of the state dict: "
+                             f"{sorted(found)}; give the whole prefix")
+        return found.pop() if found else prefix
+
+    def module(self, item: str, position: int) -> None:
+        prefix = self.resolve(item)
         tensors = self.keys_of(prefix)
         key = "" if prefix == "." else prefix + "."  # "." names a bare nn.GRU's state dict
         stack = next((s for s in find_gru_stacks(self.state) if s.prefix == key), None)
         if stack is not None:
-            self.gru(stack, prefix)
+            self.gru(stack, item)
             return
         if not tensors:
             if "drop" in prefix.lower():
@@ -130,7 +147,7 @@ class ForwardBuilder:
         weight, bias = tensors.get("weight"), tensors.get("bias")
         self.used.update(f"{prefix}.{k}" for k in tensors)
         dtype = compute_dtype(weight.dtype) if weight is not None else np.float32
-        name = _safe_name(prefix)
+        name = _safe_name(item)
         kind = self.module_kinds.get(prefix + ".")
         if weight is not None and weight.ndim == 2 and bias is None and (
                 kind == "Embedding" or (kind is None and "emb" in prefix.lower())):
