@@ -299,3 +299,36 @@ def test_set_num_threads():
     assert gru_infer.get_num_threads() >= 1
     with pytest.raises(ValueError):
         gru_infer.set_num_threads(0)
+
+
+def _unaligned(array):
+    """A copy of array that starts one byte past an aligned address (as arrays rebuilt
+    from pickled or framed bytes can); the C core must never read it through a typed
+    pointer (the sanitizer job's UBSan reports such a load)."""
+    raw = np.zeros(array.nbytes + 1, np.uint8)
+    copy = np.frombuffer(raw.data, array.dtype, array.size, offset=1).reshape(array.shape)
+    copy[...] = array
+    assert not copy.flags.aligned
+    return copy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_weights_and_inputs_give_the_aligned_results(dtype, rng):
+    W, R, B = random_gru_weights(rng, 5, 7, "bidirectional", dtype=dtype)
+    x = rng.standard_normal((3, 6, 5)).astype(dtype)
+    h0 = rng.standard_normal((2, 3, 7)).astype(dtype)
+    lengths = np.array([6, 2, 4], np.int64)
+    expected = gru_infer.GRU(W, R, B, direction="bidirectional")(x, h0, lengths)
+    layer = gru_infer.GRU(_unaligned(W), _unaligned(R), _unaligned(B), direction="bidirectional")
+    got = layer(_unaligned(x), _unaligned(h0), _unaligned(lengths))
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    kernel, bias = rng.standard_normal((14, 3)).astype(dtype), rng.standard_normal(3).astype(dtype)
+    models = [gru_infer.Model.sequential(
+        [gru_infer.spec.layers.Recurrent("gru", [gru_infer.spec.layers.GRUCell(*cell)
+                                                 for cell in zip(*weights)]),
+         gru_infer.spec.layers.Dense("head", k, b)], input_shape=(None, 5))
+        for weights, k, b in (((W, R, B), kernel, bias),
+                              (([_unaligned(w) for w in W], [_unaligned(r) for r in R],
+                                [_unaligned(b) for b in B]), _unaligned(kernel), _unaligned(bias)))]
+    np.testing.assert_array_equal(models[1](x), models[0](x))

@@ -7,6 +7,7 @@ dask[distributed] is not installed (pip install "gru_infer[scale]").
 Two worker processes each: this runs on a 2-core CI machine.
 """
 
+import contextlib
 import os
 import pickle
 import sys
@@ -20,6 +21,25 @@ import gru_infer
 FIXTURES = Path(__file__).parent / "fixtures"
 MODEL_FILE = FIXTURES / "torch" / "bigru2_linear_sd.pt"  # 2-layer bidirectional GRU + Linear
 ROWS, STEPS, BATCH = 2048, 20, 64
+
+
+@contextlib.contextmanager
+def _worker_environment():
+    """The environment workers start from: our PYTHONPATH, and no thread settings of
+    the parent's (the frameworks set OMP_NUM_THREADS only where it is unset; CI's
+    sanitizer job sets it for the suite)."""
+    names = ("PYTHONPATH", "OMP_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["PYTHONPATH"] = _worker_path()
+    os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _worker_path() -> str:
@@ -104,8 +124,9 @@ def ray_runtime():
     # Three CPU slots on this 2-core machine: two actors of one CPU each, and
     # one slot for the read and write tasks (Ray starts actors first; actors on
     # every slot would starve the reads: ray-project/ray#44687).
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": _worker_path(), "RAY_DEDUP_LOGS": "0"}})
+    with _worker_environment():
+        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 runtime_env={"env_vars": {"PYTHONPATH": _worker_path(), "RAY_DEDUP_LOGS": "0"}})
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     yield ray
@@ -175,17 +196,10 @@ def dask_client():
     pytest.importorskip("dask.array")
     pytest.importorskip("dask.dataframe")
     distributed = pytest.importorskip("distributed")
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = _worker_path()  # the nanny starts workers with this environment
-    try:
+    with _worker_environment():  # the nanny starts workers with this environment
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            dashboard_address=":0", silence_logs=40)
         client = distributed.Client(cluster)
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = saved
     yield client
     client.close()
     cluster.close()

@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 
 from ..errors import InputError
+from .values import c_array
 
 from ._core cimport *
 
@@ -190,11 +191,11 @@ cdef class PackedGRU:
         self.desc.cand_act = <gru_activation><int>activation_code(cand_act)
         arrays = []
         for d, (W_in, R_in, B_in, reverse) in enumerate(directions):
-            w = np.ascontiguousarray(W_in, self.dtype)
-            r = np.ascontiguousarray(R_in, self.dtype)
+            w = c_array(W_in, self.dtype)
+            r = c_array(R_in, self.dtype)
             if w.shape != (3 * H, I) or r.shape != (3 * H, H):
                 raise ValueError("internal: direction weights of different shapes")
-            b = None if B_in is None else np.ascontiguousarray(B_in, self.dtype).reshape(6 * H)
+            b = None if B_in is None else c_array(B_in, self.dtype).reshape(6 * H)
             arrays += [w, r, b]
             W[d], R[d] = data(w), data(r)
             B[d] = NULL if b is None else data(b)
@@ -227,7 +228,8 @@ cdef class PackedGRU:
                 or (<object>x).shape != (B, T, self.input_size)
                 or (<object>y).shape != (B, T, D * H) or (<object>h_n).shape != (D, B, H)
                 or not (cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_IS_C_CONTIGUOUS(y)
-                        and cnp.PyArray_IS_C_CONTIGUOUS(h_n))
+                        and cnp.PyArray_IS_C_CONTIGUOUS(h_n) and cnp.PyArray_ISALIGNED(x)
+                        and cnp.PyArray_ISALIGNED(y) and cnp.PyArray_ISALIGNED(h_n))
                 or workspace.nbytes < self.workspace_bytes(B, T, num_threads)):
             raise ValueError("internal: GRU buffers of the wrong shape, dtype or layout")
         io.batch, io.steps = B, T
@@ -260,8 +262,8 @@ cdef class PackedDense:
     def __init__(self, object dtype, kernel, bias, int act, str precision="native"):
         cdef size_t nbytes
         self.dtype = np.dtype(dtype)
-        k = np.ascontiguousarray(kernel, self.dtype)
-        b = None if bias is None else np.ascontiguousarray(bias, self.dtype)
+        k = c_array(kernel, self.dtype)
+        b = None if bias is None else c_array(bias, self.dtype)
         self.in_features, self.out_features = k.shape[0], k.shape[1]
         self.desc.dtype = dtype_code(self.dtype)
         self.desc.precision = _PRECISIONS[precision]

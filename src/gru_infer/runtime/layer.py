@@ -13,6 +13,7 @@ from ..spec import activations as _acts
 from ..spec.layers import GRUCell
 from ..spec.precision import PRECISIONS
 from .model import _runtime, check_lengths
+from .values import c_array
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -39,7 +40,7 @@ def _float_array(value, name: str, dtype) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind != "f":
         raise InputTypeError(f"{name} must hold floating-point values, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return c_array(array, dtype)
 
 
 def _check_shape(array, expected: tuple, name: str, meaning: str) -> None:
@@ -162,7 +163,7 @@ class GRU:
             _check_shape(initial_state, (D, batch, H), "initial_state",
                          "(num_directions, batch, hidden_size)")
         if lengths is not None:
-            lengths = np.ascontiguousarray(check_lengths(lengths, batch, steps), np.int64)
+            lengths = c_array(check_lengths(lengths, batch, steps), np.int64)
         if mask is not None:
             mask = np.asarray(mask)
             if mask.dtype.kind not in "biu":

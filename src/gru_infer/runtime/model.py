@@ -567,7 +567,7 @@ class Stream:
         if x.shape != buffer.shape:
             raise InputError(f"a step must have shape {(self.batch_size,) + buffer.shape[2:]}, "
                              f"got {np.shape(x_t)}")
-        return np.ascontiguousarray(x, buffer.dtype)
+        return np.ascontiguousarray(x, buffer.dtype)  # copied into the step buffer
 
     def run(self, x_chunk: "ArrayLike", *more: "ArrayLike") -> Union[np.ndarray, List[np.ndarray]]:
         """Outputs for a chunk (batch, time, ...) per input; states move to its end."""

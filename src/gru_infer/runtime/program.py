@@ -18,7 +18,7 @@ from ..spec.graph import ModelSpec
 from ..spec.layers import Recurrent
 from . import _core
 from .ops import BUILDERS
-from .values import Value
+from .values import Value, c_array
 
 # The core's default team is at most what this process may run on, as the
 # environment says it (OMP_NUM_THREADS from Ray/Dask, affinity, cgroup quota).
@@ -61,7 +61,7 @@ class Weights:
 
     def cast(self, array: np.ndarray) -> np.ndarray:
         return self._get(("cast", id(array)),
-                         lambda: np.ascontiguousarray(array, self.dtype))
+                         lambda: c_array(array, self.dtype))
 
 
 class Builder:

@@ -13,3 +13,10 @@ import numpy as np
 class Value:
     buffer: np.ndarray  # (batch, ...) in the call's shape
     mask: Optional[np.ndarray] = None  # (batch, time) uint8, Keras semantics
+
+
+def c_array(a, dtype) -> np.ndarray:
+    """a as a C-contiguous, aligned array of dtype (copied only when it is not one):
+    what the C core reads through typed pointers.  Arrays rebuilt from pickled or
+    framed bytes (a Model unpickled in a Dask or Ray worker) can start at any byte."""
+    return np.require(a, dtype, ["C", "A"])
