@@ -688,20 +688,24 @@ class RestrictedUnpickler(pickle.Unpickler):
         if numel == 0:
             return np.zeros(shape, out_dtype)
         elements = storage.elements(dtype)
-        last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
-        if last >= elements.size:
-            raise CheckpointError(
-                f"tensor (offset {offset}, size {shape}, stride {strides}) reaches "
-                f"element {last} of a storage holding {elements.size} {dtype.name} "
-                f"elements")
-        item = elements.itemsize
-        # A length-1 dimension never steps, whatever its stride says; zero
-        # it so that a huge (legal) stride cannot overflow NumPy's intp.
-        byte_strides = tuple(0 if n == 1 else s * item for n, s in zip(shape, strides))
-        view = as_strided(elements[offset:], shape=shape, strides=byte_strides,
-                          writeable=False)
-        array = dtype.to_numpy(view)
-        return _apply_metadata(array, metadata)
+        view = strided_view(elements, offset, shape, strides, lambda last: CheckpointError(
+            f"tensor (offset {offset}, size {shape}, stride {strides}) reaches "
+            f"element {last} of a storage holding {elements.size} {dtype.name} elements"))
+        return _apply_metadata(dtype.to_numpy(view), metadata)
+
+
+def strided_view(elements: np.ndarray, offset: int, shape: tuple, strides: tuple,
+                 error: Callable[[int], Exception]) -> np.ndarray:
+    """The read-only view of a tensor (element offset, sizes, strides: none negative)
+    over a storage's elements; error(last element) is raised when it reaches past them."""
+    last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
+    if last >= elements.size:
+        raise error(last)
+    item = elements.itemsize
+    # A length-1 dimension never steps, whatever its stride says; zero it so
+    # that a huge (legal) stride cannot overflow NumPy's intp.
+    byte_strides = tuple(0 if n == 1 else s * item for n, s in zip(shape, strides))
+    return as_strided(elements[offset:], shape=shape, strides=byte_strides, writeable=False)
 
 
 def _weak_method(obj: Any, name: str) -> Callable[..., Any]:

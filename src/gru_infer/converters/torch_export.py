@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ConversionError, FormatError, GruInferError
 from ..spec.graph import ModelSpec
@@ -63,7 +62,7 @@ from ._graph_to_spec import (
     map_graph,
 )
 from ._opgraph import Op, OpGraph, Ref, ValueInfo
-from ._pickle import _DTYPE_BY_NAME, CheckpointError, MemoryBudget, TorchDType
+from ._pickle import _DTYPE_BY_NAME, CheckpointError, MemoryBudget, TorchDType, strided_view
 
 __all__ = ["SUPPORTED_OPS", "TorchGRULayer", "gru_layers", "is_torch_export_archive",
            "read_torch_export"]
@@ -675,17 +674,10 @@ class _Reader:
                 f"{dtype.name} elements")
         order = "<" if self._byteorder == "little" else ">"
         elements = raw.view(np.dtype(order + dtype.stored))
-        last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
-        if last >= elements.size:
-            raise FormatError(
-                f"{where}: the tensor (offset {offset}, sizes {shape}, strides {strides}) "
-                f"needs element {last} of {record!r}, which holds only {elements.size} "
-                f"{dtype.name} elements ({raw.size} bytes)")
-        item = elements.itemsize
-        view = as_strided(elements[offset:], shape=shape,
-                          strides=tuple(0 if n == 1 else s * item
-                                        for n, s in zip(shape, strides)),
-                          writeable=False)
+        view = strided_view(elements, offset, shape, strides, lambda last: FormatError(
+            f"{where}: the tensor (offset {offset}, sizes {shape}, strides {strides}) "
+            f"needs element {last} of {record!r}, which holds only {elements.size} "
+            f"{dtype.name} elements ({raw.size} bytes)"))
         return dtype.to_numpy(view)
 
     # -- the program --------------------------------------------------------------------
