@@ -108,3 +108,29 @@ def test_malformed_headers_are_refused(saved, edit):
     _rewrite_header(path, edit)
     with pytest.raises(WeightFileError):
         gru_infer.load(path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_files_get_the_permissions_open_would_give(umask, rng, tmp_path):
+    """Atomic writes go through a temporary file, which mkstemp and safetensors make
+    0600; the published file must be readable as any new file would be."""
+    import os
+    import stat
+
+    from gru_infer.cli import main
+
+    previous = os.umask(umask)
+    try:
+        seed_like_model(rng).save(tmp_path / "m.safetensors")
+        main(["run", str(tmp_path / "m.safetensors"), str(_input(tmp_path, rng)),
+              str(tmp_path / "y.npy")])
+    finally:
+        os.umask(previous)
+    for name in ("m.safetensors", "y.npy"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask, name
+
+
+def _input(tmp_path, rng):
+    path = tmp_path / "x.npy"
+    np.save(path, rng.standard_normal((2, 4, 6)).astype(np.float32))
+    return path

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -73,16 +72,17 @@ def write_atomically(path: str, write: Callable) -> None:
     """write(file) into a hidden temporary file beside path, then rename it
     over path: a failure leaves neither a partial output nor the temporary
     file behind, and the error names path, not the temporary file."""
+    from .spec.file import publish, temporary_file_beside
+
     check_writable(path)
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        fd, tmp = temporary_file_beside(path, f".{os.path.basename(path)}.")
     except OSError as error:
         raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException as error:
         try:
             os.unlink(tmp)

@@ -55,15 +55,30 @@ def save(spec: ModelSpec, path) -> None:
     metadata = {"format": FORMAT_NAME, "format_version": str(config["format_version"]),
                 "config": json.dumps(config)}
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gru_infer-", suffix=".tmp", dir=directory)
+    fd, tmp = temporary_file_beside(path, ".gru_infer-")
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def temporary_file_beside(path: str, prefix: str) -> tuple:
+    """(fd, name) of a new hidden file in path's folder, to be written, then
+    published over path."""
+    return tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+
+
+def publish(tmp: str, path: str) -> None:
+    """Rename the written tmp over path, with the permissions a plain open() would have
+    given it (mkstemp's and safetensors' are 0600: a model saved for a service that runs
+    as another user would not be readable)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def stored_tensors(spec: ModelSpec) -> tuple:
