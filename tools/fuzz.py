@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import importlib.util
 import io
 import json
 import math
@@ -48,7 +49,8 @@ from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-sys.path.insert(0, os.path.join(ROOT, "src"))
+if importlib.util.find_spec("gru_infer") is None:  # a bare checkout; never shadow an installed build
+    sys.path.insert(0, os.path.join(ROOT, "src"))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 MEMORY_BYTES = 2 << 30
