@@ -75,10 +75,23 @@ def publish(tmp: str, path: str) -> None:
     """Rename the written tmp over path, with the permissions a plain open() would have
     given it (mkstemp's and safetensors' are 0600: a model saved for a service that runs
     as another user would not be readable)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting
+    and restoring it would race with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0o022)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    return umask
 
 
 def stored_tensors(spec: ModelSpec) -> tuple:
