@@ -17,7 +17,12 @@ if ! have_tools; then
     fi
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user
+    # A machine that cannot install them (no package mirror, no sudo) skips with the
+    # reason; one that installs them runs the driver, and its failures fail CI.
+    if ! { $sudo apt-get update -qq &&
+           DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user; }; then
+        echo "aarch64: skipped: apt-get could not install gcc-aarch64-linux-gnu and qemu-user here"
+        exit 0
+    fi
 fi
 bash tools/test_aarch64.sh
