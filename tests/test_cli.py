@@ -388,3 +388,12 @@ def test_time_major_shapes_put_the_batch_second(capsys):
     assert main(["info", str(src), "--time-major"]) == 0
     out = capsys.readouterr().out
     assert "(time, batch, " in out.split("name")[-1]
+
+
+def test_the_word_config_stays_a_word_in_cli_errors():
+    """Only the keyword config= becomes the flag; "the model config" is prose."""
+    assert cli.in_cli_terms("the model config is not valid JSON; pass the model's JSON config "
+                            "(config=...), or put it at x.json") == (
+        "the model config is not valid JSON; pass the model's JSON config (--config), "
+        "or put it at x.json")
+    assert cli.in_cli_terms("given as --config") == "given as --config"

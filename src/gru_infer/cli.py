@@ -42,9 +42,11 @@ _FLAG_NAMES: List[Tuple[str, Union[str, Callable[[re.Match], str]]]] = [
     (r"\bstrict=False\b", "--no-strict"),
     (r"\bprefix=(\.\.\.)?", "--prefix"),
 ]
-for _name in ("head_activation", "hidden_activation", "head_on", "batch_first", "config"):
+for _name in ("head_activation", "hidden_activation", "head_on", "batch_first"):
     _flag = "--time-major" if _name == "batch_first" else "--" + _name.replace("_", "-")
     _FLAG_NAMES += [(rf"\b{_name}=(?=\S)", _flag + " "), (rf"\b{_name}\b=?", _flag)]
+# "config" is also a plain word ("the model config"): only the keyword is an option
+_FLAG_NAMES += [(r"(?<![-\w])config=(\.\.\.)?", "--config")]
 
 
 def in_cli_terms(message: str) -> str:

@@ -46,7 +46,7 @@ def _load_config(config, path) -> dict:
         candidate = base + ".json"
         if not os.path.exists(candidate):
             raise KerasFileError(f"{path}: holds weights only; pass the model's JSON config "
-                                 f"(config=..., or --config), or put it at {candidate}")
+                                 f"(config=...), or put it at {candidate}")
         config = candidate
     text = str(config)
     if not text.lstrip().startswith("{"):

@@ -355,7 +355,7 @@ def convert_savedmodel(path, *, config=None):
         metadata, where = _root_metadata(directory)
         if metadata is None:
             raise TFModelError(f"{directory}: a TF SavedModel, but {where}; pass the Keras "
-                               "model's JSON config (config=..., --config) to map its variables")
+                               "model's JSON config (config=...) to map its variables")
         if "class_name" not in metadata or "config" not in metadata:
             raise TFModelError(f"{where}: the root object has no Keras model config")
         model_config = {"class_name": metadata["class_name"], "config": metadata["config"]}
@@ -384,7 +384,7 @@ def convert_checkpoint(path, *, config=None):
         candidate = prefix + ".json"
         if not os.path.exists(candidate):
             raise TFModelError(f"{prefix}: a TF checkpoint holds weights only; pass the Keras "
-                               "model's JSON config (model.to_json()) as config=... (--config), "
+                               "model's JSON config (model.to_json()) as config=..., "
                                f"or put it at {candidate}")
         config = candidate
     model_config = _load_config(config, prefix)
