@@ -88,9 +88,9 @@ def test_reprs_say_what_a_thing_is():
 @pytest.mark.parametrize("value", [b"model.pt", bytearray(b"x"), 42, None, ["a.pt"]])
 def test_wrong_types_give_a_clear_type_error(value):
     kind = type(value).__name__
-    with pytest.raises(TypeError, match=f"convert takes a file path .*got {kind}"):
+    with pytest.raises(gru_infer.InputError, match=f"convert takes a file path .*got {kind}"):
         gru_infer.convert(value)
-    with pytest.raises(TypeError, match=f"load takes a file path .*got {kind}"):
+    with pytest.raises(gru_infer.InputError, match=f"load takes a file path .*got {kind}"):
         gru_infer.load(value)
     if isinstance(value, (bytes, bytearray)):
         with pytest.raises(TypeError, match="write it to a file first"):

@@ -89,6 +89,22 @@ def test_a_model_pickles_within_a_tenth_of_its_weight_file(tmp_path):
     np.testing.assert_array_equal(pickle.loads(after)(x), y)
 
 
+def test_gru_predictor_takes_rows_first_for_a_time_major_model():
+    """A column holds one sequence per row, whatever the model's axis order: a regular
+    block gives what the ragged path (and one call per row) gives."""
+    from gru_infer.integrations.ray import GruPredictor
+
+    model = gru_infer.convert(Path(__file__).parent / "fixtures" / "torch" / "gru_timemajor_h0.pt",
+                              batch_first=False)
+    assert model.time_major
+    rows = np.random.default_rng(2).standard_normal((6, 5, 4)).astype(np.float32)
+    block = GruPredictor(model)({"x": rows})["y"]
+    ragged = GruPredictor(model)({"x": list(rows)})["y"]
+    for i in range(6):
+        np.testing.assert_allclose(block[i], model(rows[i][:, None])[:, 0], atol=1e-6)
+        np.testing.assert_allclose(block[i], ragged[i], atol=1e-6)
+
+
 def test_gru_predictor_is_a_plain_callable_on_numpy_batches(model, fixed, ragged):
     """No Ray needed: what map_batches calls, called here."""
     from gru_infer.integrations.ray import GruPredictor

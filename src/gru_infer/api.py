@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Union
 
 from .converters import convert_to_spec, detect_format
 from .converters._files import read_head
-from .errors import FormatError
+from .errors import FormatError, InputTypeError
 from .runtime.model import Model
 from .spec import file as spec_file
 
@@ -18,11 +18,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def _check_path(value, what: str) -> None:
     if isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"{what} takes a file path (str or os.PathLike), got "
+        raise InputTypeError(f"{what} takes a file path (str or os.PathLike), got "
                         f"{type(value).__name__}: to read a checkpoint held in memory, write "
                         "it to a file first (tempfile.NamedTemporaryFile)")
     if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{what} takes a file path (str or os.PathLike), got "
+        raise InputTypeError(f"{what} takes a file path (str or os.PathLike), got "
                         f"{type(value).__name__}")
 
 

@@ -60,8 +60,11 @@ def predict_column(model, x, *, ragged_batch_size: int, strategy: str,
     (ragged sequences) goes through predict_ragged and comes back as one
     object array of per-row arrays per output."""
     if isinstance(x, np.ndarray) and x.dtype != object:
+        if model.time_major:  # a column holds rows: (rows, time, ...) both ways in and out
+            x = x.swapaxes(0, 1)
         ys = model(x, num_threads=num_threads)
-        return ys if isinstance(ys, list) else [ys]
+        ys = ys if isinstance(ys, list) else [ys]
+        return [y.swapaxes(0, 1) if model.time_major and y.ndim >= 3 else y for y in ys]
     ys = model.predict_ragged(x, batch_size=ragged_batch_size, strategy=strategy,
                               num_threads=num_threads)
     ys = ys if len(model.spec.outputs) > 1 else [ys]

@@ -37,6 +37,7 @@ except ImportError as error:  # pragma: no cover - the extra is missing
 
 import numpy as np
 
+from ..errors import InputError, InputTypeError
 from ._common import as_model, output_names, predict_column
 
 DEFAULT_KEY = "model"
@@ -101,13 +102,12 @@ def predict_partition(frame, model=None, *, model_key: str = DEFAULT_KEY, column
     found = _model(model, model_key)
     cells = list(frame[column])
     if cells and isinstance(cells[0], (str, bytes)):
-        raise TypeError(f"column {column!r} holds strings, not sequence arrays: Dask turns object "
+        raise InputTypeError(f"column {column!r} holds strings, not sequence arrays: Dask turns object "
                         "columns into strings unless dask.config.set({'dataframe.convert-string': "
                         "False}) is in force when the DataFrame is made")
     ys = predict_column(found, cells, ragged_batch_size=ragged_batch_size,
                         strategy=strategy, num_threads=num_threads)
-    out = frame if keep_input else frame.drop(columns=[column])
-    out = out.copy()
+    out = frame.copy() if keep_input else frame.drop(columns=[column])  # new frames both
     for name, y in zip(output_names(found, output_column), ys):
         out[name] = y
     return out
@@ -123,12 +123,12 @@ def predict_array(x, model, *, model_key: Optional[str] = None, output_index: in
 
     model = as_model(model)
     if any(len(c) != 1 for c in x.chunks[1:]):
-        raise ValueError(f"chunk x along rows only (x.rechunk({{1: -1, 2: -1}})); its chunks are "
+        raise InputError(f"chunk x along rows only (x.rechunk({{1: -1, 2: -1}})); its chunks are "
                          f"{tuple(len(c) for c in x.chunks)} per axis")
     row_shape = tuple(int(s) for s in x.shape[1:])
     out_row = model.spec.output_shapes({model.spec.inputs[0].name: row_shape})[output_index]
     if model.time_major:
-        raise ValueError("predict_array takes batch-first arrays; this model is time-major")
+        raise InputError("predict_array takes batch-first arrays; this model is time-major")
     carried = None if model_key is not None else dask.delayed(model, pure=True)
     chunks = (x.chunks[0],) + tuple((s,) for s in out_row)
     extra = {}

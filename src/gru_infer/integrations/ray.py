@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 from .._threads import available_cores
+from ..errors import InputTypeError
 from ._common import as_model, output_names, predict_column
 
 
@@ -79,7 +80,7 @@ class GruPredictor:
 
     def __call__(self, batch: dict) -> dict:
         if not isinstance(batch, dict):
-            raise TypeError(f"GruPredictor takes NumPy batches (a dict of arrays: "
+            raise InputTypeError(f"GruPredictor takes NumPy batches (a dict of arrays: "
                             f"batch_format='numpy'), got {type(batch).__name__}")
         ys = predict_column(self.model, batch[self.input_column],
                             ragged_batch_size=self.ragged_batch_size, strategy=self.strategy,
