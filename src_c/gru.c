@@ -139,8 +139,8 @@ int gru_isa_select(const char *name)
         i = best_isa();
     } else {
         i = isa_index(name);
-        if (i < 0) return -1;
-        if (!gru_isa_supported(i)) return -2;
+        if (i < 0) return GRU_ISA_UNKNOWN;
+        if (!gru_isa_supported(i)) return GRU_ISA_UNSUPPORTED;
     }
     __atomic_store_n(&isa_now, isa_table[i], __ATOMIC_RELEASE);
     return 0;
@@ -367,10 +367,10 @@ static void header_start(pack_header *h, int kind, const gru_isa *isa, int f, in
     h->units_padded = (int)round_up(units, isa->format[f].panel);
 }
 
-/* Fills the header of a layer buffer for the current ISA; 0 when unsupported. */
-static int layer_layout(const gru_layer_desc *desc, pack_header *h)
+/* Fills the header of a layer buffer for isa; 0 when unsupported.  Callers read the
+ * current ISA once and pack with the same one (gru_isa_select may run meanwhile). */
+static int layer_layout(const gru_isa *isa, const gru_layer_desc *desc, pack_header *h)
 {
-    const gru_isa *isa = current_isa();
     const gru_weight_format *fmt;
     size_t at = HEADER_BYTES, elem;
     int f = 0, d;
@@ -403,7 +403,7 @@ static int layer_layout(const gru_layer_desc *desc, pack_header *h)
 size_t gru_layer_packed_bytes(const gru_layer_desc *desc)
 {
     pack_header h;
-    return layer_layout(desc, &h) ? (size_t)h.total_bytes : 0;
+    return layer_layout(current_isa(), desc, &h) ? (size_t)h.total_bytes : 0;
 }
 
 /* Biases: x side every one that is only added; recurrent side Rb_h under
@@ -431,15 +431,16 @@ size_t gru_layer_packed_bytes(const gru_layer_desc *desc)
 int gru_layer_pack(const gru_layer_desc *desc, const void *const W[], const void *const R[],
                    const void *const B[], void *packed, size_t packed_bytes)
 {
+    const gru_isa *isa = current_isa();
     pack_header h;
     const gru_weight_format *fmt;
     char *out = (char *)packed;
     int d;
-    if (!layer_layout(desc, &h) || !packed || packed_bytes < h.total_bytes || !W || !R)
+    if (!layer_layout(isa, desc, &h) || !packed || packed_bytes < h.total_bytes || !W || !R)
         return GRU_ERR_BAD_ARG;
     for (d = 0; d < h.num_directions; d++)
         if (!W[d] || !R[d]) return GRU_ERR_BAD_ARG;
-    fmt = &current_isa()->format[h.format];
+    fmt = &isa->format[h.format];
     memset(out, 0, HEADER_BYTES);
     for (d = 0; d < h.num_directions; d++) {
         const int H = h.units, Hp = h.units_padded, lbr = h.linear_before_reset;
@@ -456,15 +457,20 @@ int gru_layer_pack(const gru_layer_desc *desc, const void *const W[], const void
     return GRU_OK;
 }
 
-/* The header of a packed buffer of `kind`, checked against the current ISA. */
-static int read_header(const void *packed, int kind, const pack_header **out)
+/* The header of a packed buffer of `kind`, checked against the current ISA, and that
+ * ISA (*isa_out, when asked): a call runs the kernels of the set it checked, even if
+ * gru_isa_select switches sets meanwhile. */
+static int read_header(const void *packed, int kind, const pack_header **out,
+                       const gru_isa **isa_out)
 {
     const pack_header *h = (const pack_header *)packed;
+    const gru_isa *isa = current_isa();
     if (!h || memcmp(h->magic, PACK_MAGIC, sizeof(PACK_MAGIC)) != 0 || h->kind != (uint32_t)kind)
         return GRU_ERR_BAD_ARG;
-    if (h->version != PACK_VERSION || strncmp(h->isa, current_isa()->name, sizeof(h->isa)) != 0)
+    if (h->version != PACK_VERSION || strncmp(h->isa, isa->name, sizeof(h->isa)) != 0)
         return GRU_ERR_STALE_PACK;
     *out = h;
+    if (isa_out) *isa_out = isa;
     return GRU_OK;
 }
 
@@ -512,7 +518,7 @@ size_t gru_layer_workspace_bytes(const void *packed, int batch, int steps, int n
 {
     const pack_header *h;
     (void)num_threads;
-    if (read_header(packed, PACK_LAYER, &h) != GRU_OK || batch < 0 || steps < 0) return 0;
+    if (read_header(packed, PACK_LAYER, &h, NULL) != GRU_OK || batch < 0 || steps < 0) return 0;
     /* one set per direction (both may run at once), and room to align the start */
     return h->num_directions * workspace_set_bytes(h, batch, chunk_steps(batch, steps, h)) + 64;
 }
@@ -830,7 +836,8 @@ int gru_layer_forward(const void *packed, const gru_io *io, void *workspace, int
     void *owned = NULL;
     char *ws;
     size_t set_bytes;
-    int status = read_header(packed, PACK_LAYER, &h), D, B, T, d, chunk, nt, team;
+    const gru_isa *isa = NULL;
+    int status = read_header(packed, PACK_LAYER, &h, &isa), D, B, T, d, chunk, nt, team;
     double flops;
 
     if (status != GRU_OK) return status;
@@ -851,8 +858,8 @@ int gru_layer_forward(const void *packed, const gru_io *io, void *workspace, int
     }
 
     L.h = h;
-    L.fmt = &current_isa()->format[h->format];
-    L.ew = &current_isa()->elementwise[h->dtype];
+    L.fmt = &isa->format[h->format];
+    L.ew = &isa->elementwise[h->dtype];
     L.elem = dtype_bytes(h->dtype);
     L.I = h->inputs;
     L.H = h->units;
@@ -932,9 +939,8 @@ static int valid_dense_desc(const gru_dense_desc *d)
            d->out_features <= MAX_DIM && valid_activation(d->act, 1);
 }
 
-static int dense_layout(const gru_dense_desc *desc, pack_header *h)
+static int dense_layout(const gru_isa *isa, const gru_dense_desc *desc, pack_header *h)
 {
-    const gru_isa *isa = current_isa();
     const gru_weight_format *fmt;
     int f = 0;
     if (!valid_dense_desc(desc)) return 0;
@@ -954,19 +960,20 @@ static int dense_layout(const gru_dense_desc *desc, pack_header *h)
 size_t gru_dense_packed_bytes(const gru_dense_desc *desc)
 {
     pack_header h;
-    return dense_layout(desc, &h) ? (size_t)h.total_bytes : 0;
+    return dense_layout(current_isa(), desc, &h) ? (size_t)h.total_bytes : 0;
 }
 
 int gru_dense_pack(const gru_dense_desc *desc, const void *kernel, const void *bias, void *packed,
                    size_t packed_bytes)
 {
+    const gru_isa *isa = current_isa();
     pack_header h;
     const gru_weight_format *fmt;
     char *out = (char *)packed;
     size_t elem;
-    if (!dense_layout(desc, &h) || !packed || packed_bytes < h.total_bytes || !kernel)
+    if (!dense_layout(isa, desc, &h) || !packed || packed_bytes < h.total_bytes || !kernel)
         return GRU_ERR_BAD_ARG;
-    fmt = &current_isa()->format[h.format];
+    fmt = &isa->format[h.format];
     elem = dtype_bytes(desc->dtype);
     memset(out, 0, HEADER_BYTES);
     /* the kernel is (in, out): output row n, element k at kernel[k * out + n] */
@@ -1024,7 +1031,8 @@ int gru_dense_forward(const void *packed, long rows, const void *x, void *y, int
 {
     const pack_header *h;
     dense_run run;
-    int status = read_header(packed, PACK_DENSE, &h), nt, team, P;
+    const gru_isa *isa = NULL;
+    int status = read_header(packed, PACK_DENSE, &h, &isa), nt, team, P;
     if (status != GRU_OK) return status;
     if (rows < 0 || num_threads < 0 || rows >= INT_MAX / 4) return GRU_ERR_BAD_ARG;
     if (rows == 0) return GRU_OK;
@@ -1032,8 +1040,8 @@ int gru_dense_forward(const void *packed, long rows, const void *x, void *y, int
 
     memset(&run, 0, sizeof(run));
     run.h = h;
-    run.fmt = &current_isa()->format[h->format];
-    run.ew = &current_isa()->elementwise[h->dtype];
+    run.fmt = &isa->format[h->format];
+    run.ew = &isa->elementwise[h->dtype];
     run.kernel = (const char *)packed + h->offset[0][PART_W];
     run.bias = (const char *)packed + h->offset[0][PART_BIAS_X];
     run.x = (const char *)x;

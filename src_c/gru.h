@@ -61,8 +61,10 @@ int gru_isa_count(void);
 const char *gru_isa_name(int i);     /* NULL past the end */
 int gru_isa_supported(int i);        /* 1: this CPU (and OS) runs it */
 const char *gru_isa_current(void);
-/* NULL or "auto": the best supported.  0, or -1 unknown name, -2 unsupported.
- * Process-wide; buffers packed before a switch are refused afterwards. */
+/* NULL or "auto": the best supported.  0, or GRU_ISA_UNKNOWN (no such name) or
+ * GRU_ISA_UNSUPPORTED (not on this CPU).  Process-wide; buffers packed before a
+ * switch are refused afterwards. */
+enum { GRU_ISA_UNKNOWN = -1, GRU_ISA_UNSUPPORTED = -2 };
 int gru_isa_select(const char *name);
 
 /* ---- Threads ------------------------------------------------------------------

@@ -20,6 +20,9 @@ cdef extern from "gru.h" nogil:
         GRU_ERR_NO_BLAS
         GRU_ERR_STALE_PACK
         GRU_ERR_BAD_ARG
+    enum:
+        GRU_ISA_UNKNOWN
+        GRU_ISA_UNSUPPORTED
 
     int gru_activation_by_name(const char *name)
     const char *gru_error_text(int code)

@@ -81,17 +81,17 @@ def isa_select(name):
     cdef int status
     cdef bytes text = (name or "auto").encode()
     status = gru_isa_select(text)
-    if status == -1:
+    if status == GRU_ISA_UNKNOWN:
         raise ValueError(f"unknown kernel set {name!r}; this build has "
                          f"{[n for n, _ in isa_list()]}")
-    if status == -2:
+    if status == GRU_ISA_UNSUPPORTED:
         raise ValueError(f"kernel set {name!r} does not run on this CPU; it runs "
                          f"{[n for n, ok in isa_list() if ok]}")
     ISA_EPOCH += 1
 
 
 _env_isa = os.environ.get("GRU_INFER_ISA")
-if _env_isa and _env_isa != isa_current():
+if _env_isa and _env_isa != "auto" and _env_isa != isa_current():
     warnings.warn(f"GRU_INFER_ISA={_env_isa!r} is not a kernel set this CPU runs; "
                   f"using {isa_current()!r}", RuntimeWarning)
 
@@ -170,7 +170,6 @@ cdef class PackedGRU:
     cdef cnp.ndarray packed
     cdef readonly object dtype
     cdef readonly int input_size, hidden_size, num_directions
-    cdef readonly int epoch
 
     def __init__(self, object dtype, list directions, bint linear_before_reset, str gate_act,
                  str cand_act, str precision="native"):
@@ -207,7 +206,6 @@ cdef class PackedGRU:
                             f"{isa_current()!r}")
         self.packed = aligned_bytes(nbytes)
         _check(gru_layer_pack(&self.desc, W, R, B, data(self.packed), nbytes), "packing a GRU")
-        self.epoch = ISA_EPOCH
 
     @property
     def nbytes(self):
@@ -257,7 +255,6 @@ cdef class PackedDense:
     cdef cnp.ndarray packed
     cdef readonly object dtype
     cdef readonly int in_features, out_features
-    cdef readonly int epoch
 
     def __init__(self, object dtype, kernel, bias, int act, str precision="native"):
         cdef size_t nbytes
@@ -277,7 +274,6 @@ cdef class PackedDense:
         self.packed = aligned_bytes(nbytes)
         _check(gru_dense_pack(&self.desc, data(k), NULL if b is None else data(b),
                               data(self.packed), nbytes), "packing a Dense layer")
-        self.epoch = ISA_EPOCH
 
     @property
     def nbytes(self):

@@ -239,7 +239,9 @@ class Model:
         return_state=True also returns the final states, one (directions,
         batch, units) array per GRU layer, in layer order.
         """
-        plain = len(xs) == 1 and initial_states is None and lengths is None and not return_state
+        # (num_threads: None or an int, whose checks the cached key then stands for)
+        plain = (len(xs) == 1 and initial_states is None and lengths is None and not return_state
+                 and (num_threads is None or type(num_threads) is int))
         if plain:  # the same kind of call as the last one on this thread: checks done
             fast = getattr(self._local, "fast", None)
             if fast is not None and fast[0] == (num_threads, _threads._default_threads,
