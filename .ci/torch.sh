@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 python3 -m pip install -q torch==2.13.0
-python3 -m pytest -q tests/test_convert_torch.py tests/test_torch_export.py
+python3 -m pytest -q tests/test_convert_torch.py tests/test_torch_export.py tests/test_torch_file.py
 echo "torch: passed in $(( $(date +%s) - start )) s"

@@ -105,6 +105,19 @@ def test_thread_counts_of_the_wrong_type_are_type_errors():
         gru_infer.set_num_threads(0)
 
 
+def test_a_warm_call_checks_num_threads_as_a_cold_one_does(rng):
+    """The repeat-call fast path stands for checks made once: a thread count of the
+    wrong type is refused after a good call with an equal value too."""
+    from test_model import seed_like_model
+
+    model = seed_like_model(rng)
+    x = rng.standard_normal((2, 3, 6)).astype(np.float32)
+    model(x, num_threads=1)
+    for bad in (True, 1.0):
+        with pytest.raises(TypeError, match="num_threads must be a positive int"):
+            model(x, num_threads=bad)
+
+
 def _streams():
     """Streams of a model with one output and of one with two."""
     from gru_infer import Model

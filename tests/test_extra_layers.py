@@ -31,11 +31,10 @@ def run(layer, x, dtype=np.float32, mask_value=None):
 
 
 @pytest.mark.parametrize("padding, strides, dilation, groups",
-                         list(itertools.product(["valid", "same", "causal", (2, 1)], [1, 2, 3], [1, 2],
-                                                [1, 2])))
+                         [case for case in itertools.product(["valid", "same", "causal", (2, 1)], [1, 2, 3],
+                                                             [1, 2], [1, 2])
+                          if not (case[0] == "causal" and case[1] > 1)])  # Keras refuses these
 def test_conv1d_matches_the_reference(padding, strides, dilation, groups, rng):
-    if padding == "causal" and strides > 1:
-        pytest.skip("Keras refuses causal convolutions with strides")
     kernel = rng.standard_normal((3, 4 // groups, 6)).astype(np.float32)
     bias = rng.standard_normal(6).astype(np.float32)
     layer = Conv1D("conv", kernel, bias, strides=strides, padding=padding, dilation=dilation,

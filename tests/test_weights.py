@@ -122,8 +122,8 @@ def test_saved_files_get_the_permissions_open_would_give(umask, rng, tmp_path):
     previous = os.umask(umask)
     try:
         seed_like_model(rng).save(tmp_path / "m.safetensors")
-        main(["run", str(tmp_path / "m.safetensors"), str(_input(tmp_path, rng)),
-              str(tmp_path / "y.npy")])
+        assert main(["run", str(tmp_path / "m.safetensors"), str(_input(tmp_path, rng)),
+                     str(tmp_path / "y.npy")]) == 0
     finally:
         os.umask(previous)
     for name in ("m.safetensors", "y.npy"):
