@@ -253,13 +253,15 @@ def test_with_precision_is_a_new_model(rng):
 
 
 def test_with_precision_refuses_what_it_cannot_hold(rng):
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(gru_infer.InputError, match="float32"):
         small_model(rng, np.float64).with_precision("bfloat16")
+    with pytest.raises(gru_infer.InputError, match="precision must be one of"):
+        small_model(rng).with_precision("fp16")
     model = small_model(rng)
     model.spec.layer("head").kernel.flags.writeable = True
     model.spec.layer("head").kernel[0, 0] = np.nan
     model.with_precision("bfloat16")  # NaN stays NaN in bfloat16
-    with pytest.raises(ValueError, match="inf or NaN"):
+    with pytest.raises(gru_infer.InputError, match="inf or NaN"):
         model.with_precision("int8")
 
 
@@ -269,6 +271,9 @@ def test_the_gru_layer_takes_a_precision(rng):
         gru_infer.GRU(W, R, B, precision="half")
     with pytest.raises(gru_infer.InputError, match="float32"):
         gru_infer.GRU(W.astype(np.float64), R.astype(np.float64), precision="int8")
+    W[0, 1, 2] = np.inf  # the same rule as Model.with_precision: int8 holds no inf
+    with pytest.raises(gru_infer.InputError, match="inf or NaN"):
+        gru_infer.GRU(W, R, B, precision="int8")
 
 
 # ---- the weight file -------------------------------------------------------------------------

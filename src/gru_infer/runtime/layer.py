@@ -11,7 +11,7 @@ from .._threads import resolve_num_threads
 from ..errors import InputError, InputTypeError
 from ..spec import activations as _acts
 from ..spec.layers import GRUCell
-from ..spec.precision import PRECISIONS
+from ..spec.precision import check_precision, check_storable
 from .model import _runtime, check_lengths
 from .values import c_array
 
@@ -82,11 +82,7 @@ class GRU:
             raise InputTypeError(f"W must be float32 or float64 (the compute dtype), got "
                                  f"{W_in.dtype}")
         self.dtype = np.dtype(W_in.dtype.name)  # native byte order
-        if precision not in PRECISIONS:
-            raise InputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        if precision != "native" and self.dtype != np.float32:
-            raise InputError(f"precision {precision!r} needs float32 weights, got {self.dtype}")
-        self.precision = precision
+        self.precision = check_precision(precision, self.dtype)
         D = len(GRU_DIRECTIONS[direction])
         W = _float_array(W_in, "W", self.dtype)
         if W.ndim != 3 or W.shape[0] != D or W.shape[1] % 3 or 0 in W.shape:
@@ -98,6 +94,8 @@ class GRU:
         if B is not None:
             B = _float_array(B, "B", self.dtype)
             _check_shape(B, (D, 6 * H), "B", "(num_directions, 6*hidden_size)")
+        check_storable(precision, W, "W")
+        check_storable(precision, R, "R")
         self.W, self.R, self.B = W, R, B
         for array in (W, R, B):
             if array is not None:

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .layers import Layer, Recurrent, compute_dtype
-from .precision import PRECISIONS
+from .precision import check_precision
 
 INPUT = "input"  # the name of a model's input when it has one and no name is given
 
@@ -89,12 +89,9 @@ class ModelSpec:
                                                 for n in self.nodes))
         object.__setattr__(self, "outputs", tuple((str(s), int(i)) for s, i in self.outputs))
         object.__setattr__(self, "source", dict(self.source or {}))
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         self.shapes()  # validates the whole graph
-        if self.precision != "native" and self.dtype != np.float32:
-            raise ValueError(f"precision {self.precision!r} needs a float32 model; this one "
-                             f"computes in {self.dtype}")
+        check_precision(self.precision, self.dtype)
 
     # -- lookups ---------------------------------------------------------------
 

@@ -22,14 +22,27 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import InputError
+
 PRECISIONS = ("native", "bfloat16", "int8")
 REDUCED = ("bfloat16", "int8")
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str, dtype=None) -> str:
+    """precision, when it is one and a model computing in dtype (if given) can use it."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "native" and dtype is not None and np.dtype(dtype) != np.float32:
+        raise InputError(f"precision {precision!r} needs a float32 model; this one computes "
+                         f"in {np.dtype(dtype)}")
     return precision
+
+
+def check_storable(precision: str, weights: np.ndarray, where: str) -> None:
+    """int8 has no inf or NaN: refuse weights that hold them."""
+    if precision == "int8" and not np.isfinite(weights).all():
+        raise InputError(f"precision 'int8': {where} has inf or NaN weights, which int8 "
+                         "cannot hold")
 
 
 def bf16_bits(w: np.ndarray) -> np.ndarray:
@@ -89,17 +102,10 @@ def reduced_tensors(layer) -> dict:
 
 
 def check_reducible(spec, precision: str) -> None:
-    """ValueError when spec cannot run in precision (float64 models; non-finite int8 weights)."""
-    check_precision(precision)
-    if precision == "native":
-        return
-    if np.dtype(spec.dtype) != np.float32:
-        raise ValueError(f"precision {precision!r} needs a float32 model; this one computes "
-                         f"in {np.dtype(spec.dtype)}")
+    """InputError when spec cannot run in precision (float64 models; non-finite int8 weights)."""
+    check_precision(precision, spec.dtype)
     if precision == "int8":
         for layer in spec.layers:
             tensors = layer.tensors()
             for name in reduced_tensors(layer):
-                if not np.isfinite(tensors[name]).all():
-                    raise ValueError(f"precision 'int8': layer {layer.name!r} has inf or NaN "
-                                     f"weights in {name}, which int8 cannot hold")
+                check_storable(precision, tensors[name], f"layer {layer.name!r}'s {name}")
