@@ -42,12 +42,6 @@ static int generic_supported(void) { return 1; }
 
 /* The layout and the product, once per dtype. */
 #define GENERIC_KERNELS(REAL, SUFFIX, GEMM)                                                        \
-    static size_t generic_bytes_##SUFFIX(const gru_weight_format *fmt, int N, int K)               \
-    {                                                                                              \
-        (void)fmt;                                                                                 \
-        return (size_t)N * K * sizeof(REAL);                                                       \
-    }                                                                                              \
-                                                                                                   \
     static void generic_pack_##SUFFIX(const gru_weight_format *fmt, void *dst, const void *src,    \
                                       long ld_n, long ld_k, int blocks, int n, int K)              \
     {                                                                                              \
@@ -215,8 +209,8 @@ const gru_isa gru_isa_generic = {
     "generic",
     generic_supported,
     {
-        [GRU_FORMAT_F32] = {GENERIC_PANEL, generic_bytes_f32, generic_pack_f32, generic_matmul_f32},
-        [GRU_FORMAT_F64] = {GENERIC_PANEL, generic_bytes_f64, generic_pack_f64, generic_matmul_f64},
+        [GRU_FORMAT_F32] = {GENERIC_PANEL, gru_panel_major_bytes_f32, generic_pack_f32, generic_matmul_f32},
+        [GRU_FORMAT_F64] = {GENERIC_PANEL, gru_panel_major_bytes_f64, generic_pack_f64, generic_matmul_f64},
         [GRU_FORMAT_BF16] = {GENERIC_PANEL, generic_bytes_bf16, generic_pack_bf16, generic_matmul_bf16},
         [GRU_FORMAT_INT8] = {GENERIC_PANEL, generic_bytes_int8, generic_pack_int8, generic_matmul_int8},
     },

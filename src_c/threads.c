@@ -389,11 +389,12 @@ void gru_team_run(int team, int n_chunks, gru_chunk_fn fn, void *ctx)
     uint32_t g;
     int64_t now = 0;
 
-    if (team <= 1 || n_chunks <= 1) {
+    /* Alone, or more chunks than a claim word counts (callers keep below: never
+     * reached, but never a dropped chunk either): the caller runs them all. */
+    if (team <= 1 || n_chunks <= 1 || n_chunks > GRU_MAX_CHUNKS) {
         for (c = 0; c < n_chunks; c++) fn(ctx, c);
         return;
     }
-    if (n_chunks > GRU_MAX_CHUNKS) n_chunks = GRU_MAX_CHUNKS; /* callers keep below */
     slot_of[0] = 0;
     if (pool.adaptive) now = now_ns();
     for (s = 1; s < team; s++)

@@ -161,9 +161,12 @@ int main(int argc, char **argv)
                gru_isa_current(), names[precision], tiny, l1, l2);
         return 0;
     }
-    const gru_isa *isas[] = {
+    const gru_isa *isas[] = { /* as gru.c's isa_table */
 #if GRU_X86_DISPATCH
         &gru_isa_avx512bf16, &gru_isa_avx512, &gru_isa_avx2,
+#endif
+#if GRU_NEON
+        &gru_isa_neon_dotprod, &gru_isa_neon,
 #endif
         &gru_isa_generic};
     const char *format_name = argc > 2 ? argv[2] : "f32";
