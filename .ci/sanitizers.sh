@@ -26,5 +26,8 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The Keras reader process inherits the preload; it drops its address-space
 # cap under ASan (whose shadow memory needs terabytes of it), keeping the others.
 export OMP_NUM_THREADS=2
+# the suite must run the sanitized build, not an installed one
+(cd "$scratch" && PYTHONPATH="$scratch/src" python3 -c "import sys, gru_infer.runtime._core as c; \
+sys.exit(0 if c.__file__.startswith('$scratch/src/') else 'not the sanitized build: ' + c.__file__)")
 (cd "$scratch" && PYTHONPATH="$scratch/src" python3 -m pytest -q -p no:cacheprovider tests)
 echo "sanitizers: passed in $(( $(date +%s) - start )) s"
